@@ -1,0 +1,1 @@
+"""The `polaris` command: one subcommand per process or admin task."""

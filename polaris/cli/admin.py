@@ -1,0 +1,269 @@
+"""`polaris admin ...`: manage users, customers, id tags and chargers from the shell.
+
+Needs only the database. Every write goes through the same repository functions the
+admin API uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from polaris.cli.database import run_with_connection
+from polaris.cli.errors import CommandError
+from polaris.db.repos import charge_boxes, customers, id_tags, users
+from polaris.keys import hash_password
+
+# Extra admin subcommands registered by later features: functions taking the admin subparsers.
+EXTENSIONS: list[str] = []
+EXTENSIONS.append("polaris.cli.admin_qr")
+EXTENSIONS.append("polaris.cli.admin_outbox")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    admin = sub.add_parser(
+        "admin",
+        help="manage users, customers, id tags and chargers",
+        description="Administrative tasks against the database (needs only DATABASE_URL).",
+    )
+    groups = admin.add_subparsers(dest="admin_group", metavar="AREA", required=True)
+
+    # users
+    user = groups.add_parser("user", help="admin and operator accounts").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = user.add_parser("add", help="add a user who signs in with a password")
+    p.add_argument("email")
+    p.add_argument("--role", required=True, choices=["admin", "operator"])
+    p.add_argument("--password", required=True, help="at least 12 characters")
+    p.add_argument("--name")
+    p.set_defaults(func=user_add)
+    p = user.add_parser("set-password", help="reset a user's password")
+    p.add_argument("email")
+    p.add_argument("--password", required=True, help="at least 12 characters")
+    p.set_defaults(func=user_set_password)
+    p = user.add_parser("list", help="list users")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=user_list)
+
+    # customers
+    customer = groups.add_parser("customer", help="customers and their Lago subscription").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = customer.add_parser("add", help="add a customer (they sign in by magic link)")
+    p.add_argument("email")
+    p.add_argument("--name")
+    p.add_argument("--subscription", metavar="LAGO_EXTERNAL_SUBSCRIPTION_ID",
+                   help="the Lago subscription their kWh are billed to")
+    p.set_defaults(func=customer_add)
+    p = customer.add_parser("list", help="list customers")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=customer_list)
+
+    # id tags
+    tag = groups.add_parser("tag", help="RFID cards / OCPP id tags").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = tag.add_parser("add", help="register an id tag for a customer")
+    p.add_argument("id_tag", metavar="ID_TAG")
+    p.add_argument("--customer", required=True, metavar="EMAIL")
+    p.add_argument("--label", help="a name for the card, e.g. 'blue keyfob'")
+    p.set_defaults(func=tag_add)
+    p = tag.add_parser("block", help="block an id tag (chargers refuse it)")
+    p.add_argument("id_tag", metavar="ID_TAG")
+    p.set_defaults(func=tag_block, blocked=True)
+    p = tag.add_parser("unblock", help="unblock an id tag")
+    p.add_argument("id_tag", metavar="ID_TAG")
+    p.set_defaults(func=tag_block, blocked=False)
+    p = tag.add_parser("list", help="list id tags")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=tag_list)
+
+    # chargers
+    charger = groups.add_parser("charger", help="charge boxes").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = charger.add_parser("add", help="register one or more chargers with the same password")
+    p.add_argument("charge_box_ids", nargs="+", metavar="CHARGE_BOX_ID")
+    p.add_argument("--password", required=True, help="the chargers' key: 16 to 40 characters")
+    p.add_argument("--description")
+    p.add_argument("--site", help="site name (created if new)")
+    p.add_argument("--address", help="site address")
+    p.set_defaults(func=charger_add)
+    p = charger.add_parser("set-password", help="change a charger's key")
+    p.add_argument("charge_box_id", metavar="CHARGE_BOX_ID")
+    p.add_argument("--password", required=True, help="16 to 40 characters")
+    p.set_defaults(func=charger_set_password)
+    p = charger.add_parser("list", help="list chargers")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=charger_list)
+
+    import importlib
+
+    for name in EXTENSIONS:
+        importlib.import_module(name).register_admin(groups)
+
+
+# ------------------------------------------------------------------ output
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return None
+    return value
+
+
+def print_rows(rows: Sequence[Any], columns: Sequence[str], *, as_json: bool) -> None:
+    """A table for people, or exactly one JSON document for scripts."""
+    if as_json:
+        doc = [{c: _jsonable(r[c]) for c in columns} for r in rows]
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        print("(none)")
+        return
+    cells = [[("" if r[c] is None else _cell(r[c])) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _check_person_password(password: str) -> None:
+
+
+    if len(password) < 12:
+        raise CommandError("a user's password must be at least 12 characters")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def user_add(args: argparse.Namespace) -> int:
+    _check_person_password(args.password)
+    pw_hash = hash_password(args.password)
+    row = run_with_connection(
+        args.settings,
+        lambda conn: users.add_user(conn, args.email, args.role, password_hash=pw_hash, name=args.name),
+    )
+    print(f"added {row['role']} {row['email']}")
+    return 0
+
+
+def user_set_password(args: argparse.Namespace) -> int:
+    _check_person_password(args.password)
+    pw_hash = hash_password(args.password)
+    run_with_connection(args.settings, lambda conn: users.set_password_hash(conn, args.email, pw_hash))
+    print(f"password changed for {args.email.strip().lower()}")
+    return 0
+
+
+def user_list(args: argparse.Namespace) -> int:
+    rows = run_with_connection(args.settings, users.list_users)
+    print_rows(rows, ["email", "role", "name", "active", "last_login_at"], as_json=args.json)
+    return 0
+
+
+def customer_add(args: argparse.Namespace) -> int:
+    row = run_with_connection(
+        args.settings,
+        lambda conn: customers.add_customer(
+            conn, args.email, name=args.name, lago_subscription_id=args.subscription
+        ),
+    )
+    sub = f", Lago subscription {row['lago_subscription_id']}" if row["lago_subscription_id"] else ""
+    print(f"added customer {row['email']}{sub}")
+    return 0
+
+
+def customer_list(args: argparse.Namespace) -> int:
+    rows = run_with_connection(args.settings, customers.list_customers)
+    print_rows(rows, ["email", "name", "lago_subscription_id", "active", "id_tags"], as_json=args.json)
+    return 0
+
+
+def tag_add(args: argparse.Namespace) -> int:
+    row = run_with_connection(
+        args.settings,
+        lambda conn: id_tags.add_id_tag(conn, args.id_tag, customer_email=args.customer, label=args.label),
+    )
+    print(f"added id tag {row['id_tag']} for {args.customer.strip().lower()}")
+    return 0
+
+
+def tag_block(args: argparse.Namespace) -> int:
+    row = run_with_connection(args.settings, lambda conn: id_tags.set_blocked(conn, args.id_tag, args.blocked))
+    print(f"id tag {row['id_tag']} {'blocked' if row['blocked'] else 'unblocked'}")
+    return 0
+
+
+def tag_list(args: argparse.Namespace) -> int:
+    rows = run_with_connection(args.settings, id_tags.list_id_tags)
+    print_rows(
+        rows, ["id_tag", "label", "customer_email", "blocked", "unknown", "last_seen_at"], as_json=args.json
+    )
+    return 0
+
+
+def charger_add(args: argparse.Namespace) -> int:
+    rows = run_with_connection(
+        args.settings,
+        lambda conn: charge_boxes.add_charge_boxes(
+            conn,
+            args.charge_box_ids,
+            args.password,
+            description=args.description,
+            site_name=args.site,
+            site_address=args.address,
+        ),
+    )
+    for r in rows:
+        print(f"added charger {r['charge_box_id']} (public id {r['public_id']})")
+    return 0
+
+
+def charger_set_password(args: argparse.Namespace) -> int:
+
+
+    found = run_with_connection(
+        args.settings, lambda conn: charge_boxes.set_charger_key(conn, args.charge_box_id, args.password)
+    )
+    if not found:
+        raise CommandError(f"no charger {args.charge_box_id}")
+    print(f"key changed for charger {args.charge_box_id}")
+    return 0
+
+
+def charger_list(args: argparse.Namespace) -> int:
+    rows = run_with_connection(args.settings, charge_boxes.list_charge_boxes)
+    print_rows(
+        rows,
+        [
+            "charge_box_id",
+            "public_id",
+            "registration_status",
+            "active",
+            "connected",
+            "vendor",
+            "model",
+            "site_name",
+            "last_seen_at",
+        ],
+        as_json=args.json,
+    )
+    return 0

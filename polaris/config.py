@@ -1,0 +1,357 @@
+"""Settings from environment variables (and an optional `.env`), validated once at start.
+
+Every process reads the same `Settings`; each command then asks for the settings it
+needs with `settings.require(...)`, which raises one `ConfigError` naming every missing
+or invalid variable and what it is for. Secrets are `SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What each setting is for, in the operator's words; used in error messages and the README.
+PURPOSE: dict[str, str] = {
+    "DATABASE_URL": "the Postgres server every process uses (postgresql://user:pass@host:5432/db)",
+    "AUTH_SECRET": "signs sessions and tokens (generate with `openssl rand -hex 32`)",
+    "COOKIE_DOMAIN": "the session cookie's domain, shared by the admin and customer hosts (e.g. .example.com)",
+    "ADMIN_BASE_URL": "the admin site's public URL (e.g. https://manage.example.com)",
+    "CUSTOMER_BASE_URL": "the customer portal's public URL (e.g. https://polaris.example.com)",
+    "LAGO_API_URL": "Lago's API base URL; /api/v1 is appended",
+    "LAGO_API_KEY": "Lago API key from Lago's developer settings",
+    "LAGO_DASHBOARD_URL": "where admin 'open in Lago' links point",
+    "LAGO_METRIC_CODE": "code of the Lago billable metric that counts kWh",
+    "CF_EMAIL_WORKER_URL": "URL of the email worker (mail stays in the outbox when unset)",
+    "CF_EMAIL_WORKER_SECRET": "shared HMAC secret for the email worker",
+    "EMAIL_FROM": "sender address of transactional mail",
+    "ADMIN_OIDC_ISSUER": "OIDC issuer URL for admin single sign-on (optional)",
+    "ADMIN_OIDC_CLIENT_ID": "OIDC client id for admin sign-on",
+    "ADMIN_OIDC_CLIENT_SECRET": "OIDC client secret for admin sign-on",
+    "ADMIN_OIDC_ADMIN_GROUP": "OIDC group whose members are admins (others are operators)",
+    "APNS_KEY_ID": "APNs key id (iOS push, optional)",
+    "APNS_TEAM_ID": "Apple developer team id (iOS push)",
+    "APNS_KEY_BASE64": "APNs .p8 key, base64-encoded (iOS push)",
+    "APNS_TOPIC": "the iOS app's bundle id (iOS push)",
+    "APNS_USE_SANDBOX": "send pushes to Apple's sandbox (development builds)",
+    "STEVE_PREAUTH_HMAC_KEY": "HMAC key signing the OCPP server's pre-authorize hook",
+    "STEVE_METERVALUE_HMAC_KEY": "HMAC key signing the meter-values hook (falls back to the pre-authorize key)",
+    "STEVE_API_USERNAME": "user name of the OCPP server's command API",
+    "STEVE_API_KEY": "password of the OCPP server's command API",
+    "STEVE_BASE_URL": "where the web process finds the OCPP server's command API",
+    "WEB_INTERNAL_URL": "where the OCPP server finds the web process's hooks",
+    "WEB_PORT": "HTTP port of `polaris web`",
+    "OCPP_PORT": "WebSocket port chargers connect to",
+    "OCPP_API_PORT": "HTTP port of the OCPP command API",
+    "OCPP_TLS_CERT": "PEM certificate for WSS terminated by the OCPP server itself (optional)",
+    "OCPP_TLS_KEY": "PEM private key for OCPP_TLS_CERT",
+    "OCPP_UNKNOWN_CHARGERS": "what to do with unknown charge box ids: reject, or pending (register for an operator to accept)",
+    "OCPP_HEARTBEAT_INTERVAL": "heartbeat interval (seconds) sent to chargers in BootNotification",
+    "OCPP_STUCK_TRANSACTION_HOURS": "hours without a message after which an open transaction is flagged as stuck",
+    "SYNC_ON_STARTUP": "run a billing sync as soon as the sync worker starts",
+    "SYNC_LOOKBACK_MINUTES": "how far back a fresh deployment's first billing sync looks for sessions (older ones: `polaris sync backfill`)",
+    "SYNC_DORMANT_THRESHOLD_DAYS": "days without activity before the sync cadence goes Dormant",
+    "SYNC_IDLE_HYSTERESIS_TICKS": "idle ticks before the cadence is demoted from Active to Idle",
+    "SYNC_CRON_SCHEDULE": "fixed cron schedule for the sync worker, overriding the adaptive cadence",
+    "SSE_TRANSPORT": "how live events reach web instances: memory (one instance) or postgres (several)",
+    "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR",
+    "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
+    "POLARIS_DATA_DIR": "where local mode keeps the embedded Postgres and generated secrets",
+}
+
+SECRET_MIN_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """Settings are missing or invalid; `problems` holds one line per variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def render(self) -> str:
+        lines = ["Configuration problem(s):"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class Settings(BaseSettings):
+    """Every setting of every process. Defaults are the local-development ones."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+        hide_input_in_errors=True,
+    )
+
+    DATABASE_URL: SecretStr | None = None
+
+    AUTH_SECRET: SecretStr | None = None
+    COOKIE_DOMAIN: str | None = None
+    ADMIN_BASE_URL: str = "http://admin.localhost:8000"
+    CUSTOMER_BASE_URL: str = "http://localhost:8000"
+
+    LAGO_API_URL: str = "https://api.getlago.com"
+    LAGO_API_KEY: SecretStr | None = None
+    LAGO_DASHBOARD_URL: str = "https://app.getlago.com"
+    LAGO_METRIC_CODE: str = "ev_charging_kwh"
+
+    CF_EMAIL_WORKER_URL: str | None = None
+    CF_EMAIL_WORKER_SECRET: SecretStr | None = None
+    EMAIL_FROM: str = "Polaris Express <no-reply@localhost>"
+
+    ADMIN_OIDC_ISSUER: str | None = None
+    ADMIN_OIDC_CLIENT_ID: str | None = None
+    ADMIN_OIDC_CLIENT_SECRET: SecretStr | None = None
+    ADMIN_OIDC_ADMIN_GROUP: str | None = None
+
+    APNS_KEY_ID: str | None = None
+    APNS_TEAM_ID: str | None = None
+    APNS_KEY_BASE64: SecretStr | None = None
+    APNS_TOPIC: str | None = None
+    APNS_USE_SANDBOX: bool = False
+
+    STEVE_PREAUTH_HMAC_KEY: SecretStr | None = None
+    STEVE_METERVALUE_HMAC_KEY: SecretStr | None = None
+    STEVE_API_USERNAME: str = "admin"
+    STEVE_API_KEY: SecretStr | None = None
+    STEVE_BASE_URL: str = "http://127.0.0.1:8081"
+    WEB_INTERNAL_URL: str = "http://127.0.0.1:8000"
+
+    WEB_PORT: int = Field(8000, ge=1, le=65535)
+    OCPP_PORT: int = Field(8080, ge=1, le=65535)
+    OCPP_API_PORT: int = Field(8081, ge=1, le=65535)
+    OCPP_TLS_CERT: Path | None = None
+    OCPP_TLS_KEY: Path | None = None
+    OCPP_UNKNOWN_CHARGERS: Literal["reject", "pending"] = "reject"
+    OCPP_HEARTBEAT_INTERVAL: int = Field(300, ge=10, le=86400)
+    OCPP_STUCK_TRANSACTION_HOURS: float = Field(24.0, gt=0)
+
+    SYNC_ON_STARTUP: bool = True
+    SYNC_LOOKBACK_MINUTES: int = Field(1440, ge=1)
+    SYNC_DORMANT_THRESHOLD_DAYS: int = Field(30, ge=1)
+    SYNC_IDLE_HYSTERESIS_TICKS: int = Field(2, ge=1)
+    SYNC_CRON_SCHEDULE: str | None = None
+
+    SSE_TRANSPORT: Literal["memory", "postgres"] = "postgres"
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["json", "console", "auto"] = "auto"
+    POLARIS_DATA_DIR: Path = Path(".polaris")
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator(
+        "COOKIE_DOMAIN",
+        "CF_EMAIL_WORKER_URL",
+        "ADMIN_OIDC_ISSUER",
+        "ADMIN_OIDC_CLIENT_ID",
+        "ADMIN_OIDC_ADMIN_GROUP",
+        "APNS_KEY_ID",
+        "APNS_TEAM_ID",
+        "APNS_TOPIC",
+        "SYNC_CRON_SCHEDULE",
+        "OCPP_TLS_CERT",
+        "OCPP_TLS_KEY",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # `.env` files and compose often carry `NAME=` for "not set".
+        return None if isinstance(v, str) and not v.strip() else v
+
+    # --- derived values -------------------------------------------------------
+
+    @property
+    def database_url(self) -> str | None:
+        return self.DATABASE_URL.get_secret_value() if self.DATABASE_URL else None
+
+    @property
+    def local_mode(self) -> bool:
+        """True when the public URLs are plain http (development, tests)."""
+        return not (
+            self.ADMIN_BASE_URL.startswith("https://")
+            and self.CUSTOMER_BASE_URL.startswith("https://")
+        )
+
+    @property
+    def admin_host(self) -> str:
+        return (urlsplit(self.ADMIN_BASE_URL).hostname or "").lower()
+
+    @property
+    def customer_host(self) -> str:
+        return (urlsplit(self.CUSTOMER_BASE_URL).hostname or "").lower()
+
+    @property
+    def metervalue_hmac_key(self) -> SecretStr | None:
+        return self.STEVE_METERVALUE_HMAC_KEY or self.STEVE_PREAUTH_HMAC_KEY
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.ADMIN_OIDC_ISSUER)
+
+    @property
+    def apns_enabled(self) -> bool:
+        return all((self.APNS_KEY_ID, self.APNS_TEAM_ID, self.APNS_KEY_BASE64, self.APNS_TOPIC))
+
+    @property
+    def email_worker_enabled(self) -> bool:
+        return bool(self.CF_EMAIL_WORKER_URL)
+
+    # --- validation per process ----------------------------------------------
+
+    def require(self, *groups: str) -> Settings:
+        """Check the settings a process needs; raise one ConfigError listing every problem.
+
+        Groups: "database", "web", "ocpp", "sync", "email". Returns self for chaining.
+        """
+        problems: list[str] = []
+        checks = {
+            "database": self._check_database,
+            "web": self._check_web,
+            "ocpp": self._check_ocpp,
+            "sync": self._check_sync,
+            "email": self._check_email,
+        }
+        for group in groups:
+            problems += checks[group]()
+        if problems:
+            raise ConfigError(_dedupe(problems))
+        return self
+
+    def _check_database(self) -> list[str]:
+        url = self.database_url
+        if not url:
+            return [
+                "DATABASE_URL is not set: it is "
+                + PURPOSE["DATABASE_URL"]
+                + ". Services do not start the embedded Postgres; `polaris up` does."
+            ]
+        scheme = urlsplit(url).scheme
+        if scheme not in ("postgres", "postgresql"):
+            return [f"DATABASE_URL must start with postgresql:// (got a {scheme or 'missing'} scheme)"]
+        return []
+
+    def _check_secret(self, name: str, *, required: bool = True) -> list[str]:
+        value: SecretStr | None = getattr(self, name)
+        if value is None or not value.get_secret_value():
+            return [f"{name} is not set: it is {PURPOSE[name]}"] if required else []
+        if len(value.get_secret_value()) < SECRET_MIN_LENGTH:
+            return [f"{name} must be at least {SECRET_MIN_LENGTH} characters ({PURPOSE[name]})"]
+        return []
+
+    def _check_url(self, name: str) -> list[str]:
+        value = getattr(self, name)
+        parts = urlsplit(value or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return [f"{name} must be an http(s) URL with a host: it is {PURPOSE[name]}"]
+        return []
+
+    def _check_web(self) -> list[str]:
+        problems = self._check_secret("AUTH_SECRET")
+        problems += self._check_url("ADMIN_BASE_URL") + self._check_url("CUSTOMER_BASE_URL")
+        problems += self._check_secret("STEVE_PREAUTH_HMAC_KEY")
+        problems += self._check_secret("STEVE_METERVALUE_HMAC_KEY", required=False)
+        problems += self._check_secret("STEVE_API_KEY")
+        problems += self._check_url("STEVE_BASE_URL")
+        if not self.local_mode and not self.COOKIE_DOMAIN:
+            problems.append(
+                "COOKIE_DOMAIN is not set: it is " + PURPOSE["COOKIE_DOMAIN"]
+            )
+        if self.COOKIE_DOMAIN:
+            for name, host in (
+                ("ADMIN_BASE_URL", self.admin_host),
+                ("CUSTOMER_BASE_URL", self.customer_host),
+            ):
+                if host and not cookie_domain_covers(self.COOKIE_DOMAIN, host):
+                    problems.append(
+                        f"COOKIE_DOMAIN {self.COOKIE_DOMAIN} does not cover {name} host {host}"
+                    )
+        if self.ADMIN_OIDC_ISSUER:
+            problems += self._check_url("ADMIN_OIDC_ISSUER")
+            if not self.ADMIN_OIDC_CLIENT_ID:
+                problems.append(
+                    "ADMIN_OIDC_CLIENT_ID is not set: it is needed because ADMIN_OIDC_ISSUER is set"
+                )
+            if not self.ADMIN_OIDC_CLIENT_SECRET:
+                problems.append(
+                    "ADMIN_OIDC_CLIENT_SECRET is not set: it is needed because ADMIN_OIDC_ISSUER is set"
+                )
+        problems += self._check_email()
+        return problems
+
+    def _check_email(self) -> list[str]:
+        if not self.CF_EMAIL_WORKER_URL:
+            return []
+        return self._check_url("CF_EMAIL_WORKER_URL") + self._check_secret("CF_EMAIL_WORKER_SECRET")
+
+    def _check_ocpp(self) -> list[str]:
+        problems = self._check_secret("STEVE_API_KEY")
+        problems += self._check_secret("STEVE_PREAUTH_HMAC_KEY")
+        problems += self._check_secret("STEVE_METERVALUE_HMAC_KEY", required=False)
+        problems += self._check_url("WEB_INTERNAL_URL")
+        if bool(self.OCPP_TLS_CERT) != bool(self.OCPP_TLS_KEY):
+            problems.append("OCPP_TLS_CERT and OCPP_TLS_KEY must be set together (WSS on the OCPP server)")
+        for name in ("OCPP_TLS_CERT", "OCPP_TLS_KEY"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                problems.append(f"{name} points to {path}, which is not a readable file")
+        return problems
+
+    def _check_sync(self) -> list[str]:
+        problems = self._check_url("LAGO_API_URL")
+        if not self.LAGO_API_KEY or not self.LAGO_API_KEY.get_secret_value():
+            problems.append("LAGO_API_KEY is not set: it is " + PURPOSE["LAGO_API_KEY"])
+        if not self.LAGO_METRIC_CODE.strip():
+            problems.append("LAGO_METRIC_CODE must not be empty: it is " + PURPOSE["LAGO_METRIC_CODE"])
+        if self.SYNC_CRON_SCHEDULE and len(self.SYNC_CRON_SCHEDULE.split()) != 5:
+            problems.append(
+                "SYNC_CRON_SCHEDULE must be a 5-field cron expression (minute hour day month weekday)"
+            )
+        return problems
+
+    def disabled_features(self) -> list[str]:
+        """Optional integrations that are off, for one log line each at start."""
+        off = []
+        if not self.oidc_enabled:
+            off.append("admin OIDC sign-on is off (ADMIN_OIDC_ISSUER unset)")
+        if not self.apns_enabled:
+            off.append("iOS push is off (APNS_KEY_ID/APNS_TEAM_ID/APNS_KEY_BASE64/APNS_TOPIC unset)")
+        if not self.email_worker_enabled:
+            off.append("mail is kept in the outbox (CF_EMAIL_WORKER_URL unset); see `polaris admin outbox`")
+        return off
+
+
+def cookie_domain_covers(cookie_domain: str, host: str) -> bool:
+    """True when a cookie set for `cookie_domain` is sent to `host` (RFC 6265 domain-match)."""
+    domain = cookie_domain.lower().lstrip(".")
+    host = host.lower()
+    return host == domain or host.endswith("." + domain)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
+    """Read and type-check every setting; raise ConfigError naming each bad variable."""
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            purpose = PURPOSE.get(name)
+            msg = err["msg"]
+            problems.append(f"{name} is invalid: {msg}" + (f" ({purpose})" if purpose else ""))
+        raise ConfigError(problems) from None

@@ -1,0 +1,37 @@
+"""The portal's mail (sign-in and email-change links), queued in the email outbox.
+
+Sign-in and invite links use the shared `magic-link` template; the email-change
+confirmation has its own words (from strings.py) in the same category, because the email
+worker knows a fixed list of categories. Without CF_EMAIL_WORKER_URL the mail stays in
+the outbox and `polaris admin outbox` shows it, link included.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import asyncpg
+
+from polaris.customer_web.strings import text
+from polaris.db.repos import email_outbox
+from polaris.services.email import send_mail
+
+
+async def signin_link(
+    conn: asyncpg.Connection, *, to: str, url: str, minutes: int, name: str | None, invite: bool, dedupe_key: str
+) -> int | None:
+    """Queue a sign-in (or invitation) link in the caller's transaction."""
+    return await send_mail(
+        conn, "magic-link", to=to, dedupe_key=dedupe_key, link=url, expires_minutes=minutes, name=name,
+        invite=invite,
+    )
+
+
+async def email_change_link(conn: asyncpg.Connection, *, to: str, url: str, dedupe_key: str) -> int | None:
+    body = text("mail_email_change_text", email=to, url=url)
+    html = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in body.strip().split("\n\n"))
+    html = html.replace(escape(url), f'<a href="{escape(url)}">{escape(url)}</a>')
+    return await email_outbox.queue(
+        conn, to=to, category="magic-link", subject=text("mail_email_change_subject"),
+        html=f"<!doctype html><html><body>{html}</body></html>", text=body, dedupe_key=dedupe_key,
+    )

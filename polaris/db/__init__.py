@@ -1,0 +1,1 @@
+"""Postgres: connection pool, embedded server for local mode, migrations, repositories."""

@@ -1,0 +1,1 @@
+"""SQL per aggregate: async functions taking a connection first. Every write goes through here."""

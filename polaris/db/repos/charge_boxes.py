@@ -1,0 +1,498 @@
+"""Charge boxes (chargers): registration, keys, and the state the OCPP server keeps."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from polaris.db.errors import AlreadyExists, InvalidInput
+from polaris.db.notify import CHARGER_EVENTS
+from polaris.keys import check_charger_key, generate_public_id, hash_charger_key, verify_charger_key
+
+CHARGE_BOX_ID = re.compile(r"^[A-Za-z0-9._:*+|@-]{1,48}$")
+
+LIST_COLUMNS = """
+    cb.id, cb.charge_box_id, cb.public_id, cb.description, cb.registration_status, cb.active,
+    cb.vendor, cb.model, cb.firmware_version, cb.connected, cb.last_seen_at,
+    cb.last_heartbeat_at, cb.last_boot_at, cb.created_at,
+    s.name AS site_name, s.address AS site_address
+"""
+
+
+def check_charge_box_id(charge_box_id: str) -> str:
+    if not CHARGE_BOX_ID.match(charge_box_id):
+        raise InvalidInput(
+            f"charge box id {charge_box_id!r} must be 1-48 characters of letters, digits and ._:*+|@-"
+        )
+    return charge_box_id
+
+
+async def _site_id(conn: asyncpg.Connection, site_name: str | None, address: str | None) -> int | None:
+    if not site_name:
+        return None
+    return await conn.fetchval(
+        """
+        INSERT INTO ocpp.sites (name, address) VALUES ($1, $2)
+        ON CONFLICT (name) DO UPDATE SET address = COALESCE(EXCLUDED.address, ocpp.sites.address)
+        RETURNING id
+        """,
+        site_name.strip(),
+        address,
+    )
+
+
+async def add_charge_boxes(
+    conn: asyncpg.Connection,
+    charge_box_ids: list[str],
+    password: str,
+    *,
+    description: str | None = None,
+    site_name: str | None = None,
+    site_address: str | None = None,
+    registration_status: str = "Accepted",
+) -> list[asyncpg.Record]:
+    """Register chargers sharing one password; all or none (one transaction)."""
+    if not charge_box_ids:
+        raise InvalidInput("name at least one charge box id")
+    for cid in charge_box_ids:
+        check_charge_box_id(cid)
+    dupes = {c for c in charge_box_ids if charge_box_ids.count(c) > 1}
+    if dupes:
+        raise InvalidInput(f"charge box id given twice: {', '.join(sorted(dupes))}")
+    problem = check_charger_key(password)
+    if problem:
+        raise InvalidInput(problem)
+    rows = []
+    async with conn.transaction():
+        site_id = await _site_id(conn, site_name, site_address)
+        for cid in charge_box_ids:
+            salt, digest = hash_charger_key(password)
+            try:
+                rows.append(
+                    await conn.fetchrow(
+                        """
+                        INSERT INTO ocpp.charge_boxes
+                            (charge_box_id, public_id, key_salt, key_hash, description, site_id,
+                             registration_status)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        RETURNING id, charge_box_id, public_id, registration_status, created_at
+                        """,
+                        cid,
+                        generate_public_id(),
+                        salt,
+                        digest,
+                        description,
+                        site_id,
+                        registration_status,
+                    )
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"charge box {cid} already exists") from None
+    return rows
+
+
+async def set_charger_key(conn: asyncpg.Connection, charge_box_id: str, password: str) -> bool:
+    problem = check_charger_key(password)
+    if problem:
+        raise InvalidInput(problem)
+    salt, digest = hash_charger_key(password)
+    status = await conn.execute(
+        "UPDATE ocpp.charge_boxes SET key_salt = $2, key_hash = $3, updated_at = now() "
+        "WHERE charge_box_id = $1",
+        charge_box_id,
+        salt,
+        digest,
+    )
+    return status != "UPDATE 0"
+
+
+async def get_charge_box(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {LIST_COLUMNS}, cb.key_salt, cb.key_hash FROM ocpp.charge_boxes cb "
+        "LEFT JOIN ocpp.sites s ON s.id = cb.site_id WHERE cb.charge_box_id = $1",
+        charge_box_id,
+    )
+
+
+async def verify_key(conn: asyncpg.Connection, charge_box_id: str, password: str) -> bool:
+    row = await conn.fetchrow(
+        "SELECT key_salt, key_hash FROM ocpp.charge_boxes WHERE charge_box_id = $1 AND active",
+        charge_box_id,
+    )
+    if row is None or row["key_hash"] is None:
+        return False
+    return verify_charger_key(password, row["key_salt"], row["key_hash"])
+
+
+async def list_charge_boxes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb "
+        "LEFT JOIN ocpp.sites s ON s.id = cb.site_id ORDER BY cb.charge_box_id"
+    )
+
+
+# --- used by the OCPP server -------------------------------------------------------------
+
+
+async def get_credentials(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
+    """What the OCPP server needs to admit a connection: pk, key, registration, active."""
+    return await conn.fetchrow(
+        "SELECT id, charge_box_id, key_salt, key_hash, registration_status, active "
+        "FROM ocpp.charge_boxes WHERE charge_box_id = $1",
+        charge_box_id,
+    )
+
+
+async def register_pending(conn: asyncpg.Connection, charge_box_id: str, password: str) -> asyncpg.Record:
+    """An unknown charger that connected: kept as Pending, its first password becomes its key."""
+    check_charge_box_id(charge_box_id)
+    problem = check_charger_key(password)
+    if problem:
+        raise InvalidInput(problem)
+    salt, digest = hash_charger_key(password)
+    row = await conn.fetchrow(
+        """
+        INSERT INTO ocpp.charge_boxes
+            (charge_box_id, public_id, key_salt, key_hash, registration_status, description)
+        VALUES ($1, $2, $3, $4, 'Pending', 'registered on first connection')
+        ON CONFLICT (charge_box_id) DO NOTHING
+        RETURNING id, charge_box_id, key_salt, key_hash, registration_status, active
+        """,
+        charge_box_id,
+        generate_public_id(),
+        salt,
+        digest,
+    )
+    if row is None:
+        raise AlreadyExists(f"charge box {charge_box_id} already exists")
+    return row
+
+
+async def record_boot(
+    conn: asyncpg.Connection,
+    charge_box_pk: int,
+    *,
+    vendor: str | None,
+    model: str | None,
+    charge_point_serial_number: str | None,
+    charge_box_serial_number: str | None,
+    firmware_version: str | None,
+    iccid: str | None,
+    imsi: str | None,
+    meter_type: str | None,
+    meter_serial_number: str | None,
+) -> str:
+    """Store what a BootNotification said; return the registration status to answer with."""
+    return await conn.fetchval(
+        """
+        UPDATE ocpp.charge_boxes SET
+            vendor = $2, model = $3, charge_point_serial_number = $4,
+            charge_box_serial_number = $5, firmware_version = $6, iccid = $7, imsi = $8,
+            meter_type = $9, meter_serial_number = $10, ocpp_protocol = 'ocpp1.6J',
+            last_boot_at = now(), last_seen_at = now(), updated_at = now()
+        WHERE id = $1
+        RETURNING registration_status
+        """,
+        charge_box_pk,
+        vendor,
+        model,
+        charge_point_serial_number,
+        charge_box_serial_number,
+        firmware_version,
+        iccid,
+        imsi,
+        meter_type,
+        meter_serial_number,
+    )
+
+
+async def disconnect_instance(conn: asyncpg.Connection, instance: str) -> int:
+    """Mark every charger held by `instance` disconnected (server start and stop)."""
+    status = await conn.execute(
+        "UPDATE ocpp.charge_boxes SET connected = false, connected_instance = NULL, "
+        "updated_at = now() WHERE connected_instance = $1",
+        instance,
+    )
+    return int(status.split()[-1])
+
+
+async def touch_seen(
+    conn: asyncpg.Connection,
+    seen: dict[int, object],
+    heartbeats: dict[int, object],
+) -> None:
+    """Write buffered last-seen / last-heartbeat times in one statement each."""
+    if seen:
+        await conn.execute(
+            """
+            UPDATE ocpp.charge_boxes cb SET last_seen_at = GREATEST(cb.last_seen_at, u.at)
+            FROM UNNEST($1::bigint[], $2::timestamptz[]) AS u(pk, at) WHERE cb.id = u.pk
+            """,
+            list(seen),
+            list(seen.values()),
+        )
+    if heartbeats:
+        await conn.execute(
+            """
+            UPDATE ocpp.charge_boxes cb
+            SET last_heartbeat_at = GREATEST(cb.last_heartbeat_at, u.at)
+            FROM UNNEST($1::bigint[], $2::timestamptz[]) AS u(pk, at) WHERE cb.id = u.pk
+            """,
+            list(heartbeats),
+            list(heartbeats.values()),
+        )
+
+
+async def set_diagnostics_status(conn: asyncpg.Connection, charge_box_pk: int, status: str) -> None:
+    await conn.execute(
+        "UPDATE ocpp.charge_boxes SET diagnostics_status = $2, diagnostics_status_at = now(), "
+        "updated_at = now() WHERE id = $1",
+        charge_box_pk,
+        status,
+    )
+
+
+async def set_firmware_status(conn: asyncpg.Connection, charge_box_pk: int, status: str) -> None:
+    await conn.execute(
+        "UPDATE ocpp.charge_boxes SET firmware_status = $2, firmware_status_at = now(), "
+        "updated_at = now() WHERE id = $1",
+        charge_box_pk,
+        status,
+    )
+
+
+# ------------------------------------------------------------------ admin API (web)
+
+# Charger states the admin lists filter on (what an operator scans for).
+CHARGER_STATES = ("online", "offline", "faulted", "charging")
+CHARGING_STATUSES = ("Charging", "SuspendedEV", "SuspendedEVSE")
+
+_CONNECTORS_JSON = """
+    (SELECT coalesce(json_agg(json_build_object(
+                'connector_id', c.connector_id, 'status', c.status, 'error_code', c.error_code,
+                'info', c.info, 'status_at', c.status_at) ORDER BY c.connector_id), '[]'::json)
+     FROM ocpp.connectors c WHERE c.charge_box_pk = cb.id) AS connectors
+"""
+
+_FAULTED = "(c.status = 'Faulted' OR coalesce(c.error_code, 'NoError') <> 'NoError')"
+_CHARGING = "c.status IN ('Charging', 'SuspendedEV', 'SuspendedEVSE')"
+# Matches the partial index connectors_attention_idx (migration 0021).
+_ATTENTION = (
+    "(c.status IN ('Faulted', 'Charging', 'SuspendedEV', 'SuspendedEVSE') "
+    "OR coalesce(c.error_code, 'NoError') <> 'NoError')"
+)
+_STATE_SQL = {
+    "online": "cb.connected",
+    "offline": "NOT cb.connected",
+    # ARRAY(...) is computed once: the few matching chargers are fetched by id and sorted,
+    # instead of probing every charger in id order.
+    "faulted": f"cb.id = ANY(ARRAY(SELECT c.charge_box_pk FROM ocpp.connectors c WHERE {_ATTENTION} AND {_FAULTED}))",
+    "charging": f"cb.id = ANY(ARRAY(SELECT c.charge_box_pk FROM ocpp.connectors c WHERE {_ATTENTION} AND {_CHARGING}))",
+}
+
+
+async def list_charge_boxes_page(
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    after: str | None = None,
+    q: str | None = None,
+    state: str | None = None,
+    active: bool | None = None,
+    site: str | None = None,
+) -> list[asyncpg.Record]:
+    """Chargers ordered by id with their connectors; `after` continues a previous page.
+
+    Only the filters given become SQL, so each query gets a plan fit for it.
+    """
+    if state is not None and state not in _STATE_SQL:
+        raise InvalidInput(f"state must be one of {', '.join(CHARGER_STATES)}")
+    where: list[str] = []
+    args: list = [limit]
+
+    def arg(value) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if after is not None:
+        where.append(f"cb.charge_box_id > {arg(after)}")
+    if q is not None and q.strip():
+        # strpos on lower() is a plain substring test: no LIKE wildcards to escape, and
+        # several times cheaper than ILIKE over a whole fleet.
+        p = arg(q.strip().lower())
+        where.append(
+            f"(strpos(lower(cb.charge_box_id), {p}) > 0 OR strpos(lower(coalesce(cb.description, '')), {p}) > 0 "
+            f"OR strpos(lower(coalesce(s.name, '')), {p}) > 0)"
+        )
+    if active is not None:
+        where.append(f"cb.active = {arg(active)}")
+    if site is not None:
+        where.append(f"s.name = {arg(site)}")
+    if state is not None:
+        where.append(_STATE_SQL[state])
+    condition = " AND ".join(where) or "true"
+    return await conn.fetch(
+        f"""
+        SELECT {LIST_COLUMNS}, cb.registration_status, {_CONNECTORS_JSON}
+        FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id
+        WHERE {condition}
+        ORDER BY cb.charge_box_id
+        LIMIT $1
+        """,
+        *args,
+    )
+
+
+async def get_charge_box_detail(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
+    """One charger with everything the detail screen shows (never its key)."""
+    return await conn.fetchrow(
+        f"""
+        SELECT {LIST_COLUMNS}, cb.charge_point_serial_number, cb.charge_box_serial_number,
+               cb.iccid, cb.imsi, cb.meter_type, cb.meter_serial_number, cb.ocpp_protocol,
+               cb.connected_instance, cb.diagnostics_status, cb.diagnostics_status_at,
+               cb.firmware_status, cb.firmware_status_at, cb.updated_at, {_CONNECTORS_JSON}
+        FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id
+        WHERE cb.charge_box_id = $1
+        """,
+        charge_box_id,
+    )
+
+
+async def update_charge_box(
+    conn: asyncpg.Connection,
+    charge_box_id: str,
+    changes: dict,
+) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """Edit description, site, active and registration status; return (before, after).
+
+    `changes` holds only the fields to change; site_name None removes the site.
+    """
+    from polaris.db.errors import NotFound
+
+    editable = {"description", "site_name", "site_address", "active", "registration_status"}
+    unknown = set(changes) - editable
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a charger")
+    if changes.get("registration_status") not in (None, "Accepted", "Pending", "Rejected"):
+        raise InvalidInput("registration status is Accepted, Pending or Rejected")
+    async with conn.transaction():
+        before = await conn.fetchrow(
+            f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "
+            "WHERE cb.charge_box_id = $1 FOR UPDATE OF cb",
+            charge_box_id,
+        )
+        if before is None:
+            raise NotFound(f"no charger {charge_box_id}")
+        site_id = None
+        if "site_name" in changes:
+            site_id = await _site_id(conn, changes["site_name"], changes.get("site_address"))
+        elif "site_address" in changes and before["site_name"]:
+            await _site_id(conn, before["site_name"], changes["site_address"])
+        await conn.execute(
+            """
+            UPDATE ocpp.charge_boxes SET
+                description = CASE WHEN $2 THEN $3 ELSE description END,
+                active = coalesce($4, active),
+                site_id = CASE WHEN $7 THEN $5::bigint ELSE site_id END,
+                registration_status = coalesce($6, registration_status),
+                updated_at = now()
+            WHERE charge_box_id = $1
+            """,
+            charge_box_id,
+            "description" in changes,
+            changes.get("description"),
+            changes.get("active"),
+            site_id,
+            changes.get("registration_status"),
+            "site_name" in changes,
+        )
+        after = await conn.fetchrow(
+            f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "
+            "WHERE cb.charge_box_id = $1",
+            charge_box_id,
+        )
+    return before, after
+
+
+async def charge_boxes_seen_with_tag(conn: asyncpg.Connection, id_tag: str, *, recent: int = 20) -> list[str]:
+    """Chargers a card was last seen on or recently charged at (where a cached copy may live)."""
+    rows = await conn.fetch(
+        """
+        SELECT cb.charge_box_id FROM app.id_tags t
+        JOIN ocpp.charge_boxes cb ON cb.id = t.last_seen_charge_box_pk
+        WHERE lower(t.id_tag) = lower($1)
+        UNION
+        SELECT cb.charge_box_id FROM (
+            SELECT charge_box_pk FROM ocpp.transactions
+            WHERE lower(id_tag) = lower($1) ORDER BY start_timestamp DESC LIMIT $2
+        ) r JOIN ocpp.charge_boxes cb ON cb.id = r.charge_box_pk
+        """,
+        id_tag,
+        recent,
+    )
+    return sorted(r["charge_box_id"] for r in rows)
+
+
+async def fleet_counts(conn: asyncpg.Connection) -> asyncpg.Record:
+    """Active chargers online / offline / faulted / charging (the dashboard's first line)."""
+    return await conn.fetchrow(
+        f"""
+        WITH per_box AS (
+            SELECT c.charge_box_pk, bool_or({_FAULTED}) AS faulted, bool_or({_CHARGING}) AS charging
+            FROM ocpp.connectors c WHERE {_ATTENTION} GROUP BY c.charge_box_pk
+        )
+        SELECT count(*) FILTER (WHERE cb.connected) AS online,
+               count(*) FILTER (WHERE NOT cb.connected) AS offline,
+               count(*) FILTER (WHERE p.faulted) AS faulted,
+               count(*) FILTER (WHERE p.charging) AS charging
+        FROM ocpp.charge_boxes cb LEFT JOIN per_box p ON p.charge_box_pk = cb.id
+        WHERE cb.active
+        """
+    )
+
+
+async def get_connection_state(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
+    """Whether and where a charger is connected, and when it was last heard from."""
+    return await conn.fetchrow(
+        "SELECT id, connected, connected_instance, last_seen_at FROM ocpp.charge_boxes "
+        "WHERE charge_box_id = $1",
+        charge_box_id,
+    )
+
+
+async def set_connected_many(
+    conn: asyncpg.Connection, changes: list[tuple[int, bool, str]], instance: str
+) -> None:
+    """Connected / disconnected for many chargers in one statement; NOTIFY per change.
+
+    `changes` holds (charge_box_pk, connected, event JSON). A disconnect only counts if
+    this instance still holds the charger.
+    """
+    if not changes:
+        return
+    # A charger that dropped and came back within one batch appears twice: only its last
+    # state counts (UPDATE ... FROM would apply an arbitrary one of the two rows).
+    changes = list({c[0]: c for c in changes}.values())
+    await conn.execute(
+        """
+        WITH u AS (
+            SELECT * FROM UNNEST($1::bigint[], $2::boolean[], $3::text[]) AS u(pk, connected, event)
+        ), changed AS (
+            UPDATE ocpp.charge_boxes cb SET
+                connected = u.connected,
+                connected_instance = CASE WHEN u.connected THEN $4 END,
+                last_seen_at = CASE WHEN u.connected THEN now() ELSE cb.last_seen_at END,
+                updated_at = now()
+            FROM u
+            WHERE cb.id = u.pk AND (u.connected OR cb.connected_instance = $4)
+            RETURNING u.event
+        )
+        SELECT count(pg_notify($5, event)) FROM changed
+        """,
+        [c[0] for c in changes],
+        [c[1] for c in changes],
+        [c[2] for c in changes],
+        instance,
+        CHARGER_EVENTS,
+    )

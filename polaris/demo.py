@@ -1,0 +1,78 @@
+"""Demo data for `polaris up`: an admin, three chargers, two customers with cards."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+
+from polaris.db.repos import charge_boxes, customers, id_tags, users
+from polaris.keys import generate_password, hash_password
+
+ADMIN_EMAIL = "admin@example.com"
+CHARGER_PREFIX = "SIM-"
+CHARGER_COUNT = 3
+CUSTOMERS = [
+    ("alice@example.com", "Alice Example", "sub_demo_alice", "DEMOTAG0001"),
+    ("bob@example.com", "Bob Example", "sub_demo_bob", "DEMOTAG0002"),
+]
+
+
+@dataclass
+class DemoCredentials:
+    admin_email: str
+    admin_password: str
+    charger_password: str
+    charger_prefix: str = CHARGER_PREFIX
+    charger_count: int = CHARGER_COUNT
+    sim_id_tag: str = CUSTOMERS[0][3]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> DemoCredentials | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def charger_ids(prefix: str = CHARGER_PREFIX, count: int = CHARGER_COUNT) -> list[str]:
+    """The simulator's naming: PREFIX + 4-digit k from 0001."""
+    return [f"{prefix}{k:04d}" for k in range(1, count + 1)]
+
+
+async def is_seeded(conn: asyncpg.Connection) -> bool:
+    return await users.get_user_by_email(conn, ADMIN_EMAIL) is not None
+
+
+async def seed(conn: asyncpg.Connection) -> DemoCredentials:
+    """Create the demo data in one transaction; return the generated secrets."""
+    creds = DemoCredentials(
+        admin_email=ADMIN_EMAIL,
+        admin_password=generate_password(),
+        charger_password=generate_password(),
+    )
+    async with conn.transaction():
+        await users.add_user(
+            conn, ADMIN_EMAIL, "admin", password_hash=hash_password(creds.admin_password), name="Demo Admin"
+        )
+        await charge_boxes.add_charge_boxes(
+            conn,
+            charger_ids(),
+            creds.charger_password,
+            description="Simulated charger",
+            site_name="Demo depot",
+            site_address="1 Example Street",
+        )
+        for email, name, sub, tag in CUSTOMERS:
+            await customers.add_customer(conn, email, name=name, lago_subscription_id=sub)
+            await id_tags.add_id_tag(conn, tag, customer_email=email, label="Demo card")
+    return creds

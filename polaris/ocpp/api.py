@@ -1,0 +1,184 @@
+"""The OCPP server's command API (aiohttp, OCPP_API_PORT), used by the web process.
+
+HTTP Basic with STEVE_API_USERNAME / STEVE_API_KEY on everything but /healthz.
+
+  POST /api/v1/operations/{Operation}    body {"chargeBoxId": ..., <the operation's fields>}
+       200 {"chargeBoxId", "operation", "response": <the charger's CALLRESULT payload>}
+       400 invalid_json / invalid_request (the reason names the field), 404 unknown_operation,
+       409 charger_offline, 502 call_error (the charger answered CALLERROR: errorCode,
+       errorDescription, errorDetails), 504 timeout. Errors: {"error": code, "message": text}.
+  POST /api/v1/transactions/{id}/force-close   close a stuck session at its last meter reading
+  GET  /api/v1/transactions?stuck=true         open (or only stuck) sessions
+  GET  /api/v1/status                          connected chargers on this instance
+  GET  /api/v1/chargers/{chargeBoxId}          one charger's connection state
+  GET  /healthz                                liveness, no auth
+  GET  /metrics                                Prometheus metrics, no auth
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from polaris.db.errors import InvalidInput, NotFound
+from polaris.db.repos import transactions
+from polaris.logs import get_logger
+from polaris.ocpp import commands
+from polaris.ocpp.charge_point import DB_UNAVAILABLE
+from polaris.ocpp.metrics import CONTENT_TYPE
+from polaris.ocpp.server import OcppServer
+
+log = get_logger(__name__)
+
+SERVER_KEY = web.AppKey("ocpp_server", OcppServer)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+def _credentials_ok(header: str | None, username: str, password: str) -> bool:
+    if not header or not header.lower().startswith("basic "):
+        return False
+    try:
+        user, _, pw = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    # Both compared in full, constant time: no early exit on the user name.
+    ok_user = hmac.compare_digest(user.encode(), username.encode())
+    ok_pw = hmac.compare_digest(pw.encode(), password.encode())
+    return ok_user and ok_pw
+
+
+def _auth_middleware(username: str, password: str):
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if request.path in ("/healthz", "/metrics"):
+            return await handler(request)
+        if not password or not _credentials_ok(request.headers.get("Authorization"), username, password):
+            resp = _error(401, "unauthorized", "HTTP Basic credentials STEVE_API_USERNAME / STEVE_API_KEY required")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="polaris-ocpp"'
+            return resp
+        return await handler(request)
+
+    return middleware
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVER_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def status(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    return web.json_response(
+        {
+            "instance": server.instance,
+            "connected": len(server.connections),
+            "meterValueHookDropped": server.hooks.dropped,
+        }
+    )
+
+
+async def charger(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    cbid = request.match_info["charge_box_id"]
+    cp = server.connections.get(cbid)
+    return web.json_response(
+        {
+            "chargeBoxId": cbid,
+            "connected": cp is not None,
+            "instance": server.instance if cp is not None else None,
+            "registrationStatus": cp.auth.registration_status if cp is not None else None,
+        }
+    )
+
+
+async def operation(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    op = request.match_info["operation"]
+    if op not in commands.OPERATIONS:
+        return _error(404, "unknown_operation",
+                      f"unknown operation {op!r}; one of: {', '.join(commands.OPERATIONS)}")
+    try:
+        body = json.loads(await request.read() or b"null")
+    except ValueError:
+        return _error(400, "invalid_json", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(400, "invalid_request", "the body is a JSON object naming chargeBoxId")
+    charge_box_id = body.pop("chargeBoxId", None)
+    if not isinstance(charge_box_id, str) or not charge_box_id:
+        return _error(400, "invalid_request", "chargeBoxId (a string) is required")
+    try:
+        answer = await commands.send_command(server, charge_box_id, op, body,
+                                             requested_by=request.headers.get("X-Requested-By"))
+    except commands.CommandError as exc:
+        server.metrics.commands.labels(op, exc.code).inc()
+        if not isinstance(exc, commands.ChargerCallError):
+            return _error(exc.status, exc.code, str(exc))
+        return _error(exc.status, exc.code, str(exc), errorCode=exc.answer.code,
+                      errorDescription=exc.answer.description, errorDetails=exc.answer.details)
+    except DB_UNAVAILABLE:
+        return _error(503, "database_unavailable", "the database is unavailable; try again")
+    server.metrics.commands.labels(op, "answered").inc()
+    log.info("command answered", charge_box_id=charge_box_id, operation=op)
+    return web.json_response({"chargeBoxId": charge_box_id, "operation": op, "response": answer})
+
+
+def _tx_json(row: Any) -> dict:
+    out = {}
+    for key, value in dict(row).items():
+        out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+    return out
+
+
+async def force_close(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    try:
+        tx_id = int(request.match_info["transaction_id"])
+    except ValueError:
+        return _error(400, "invalid_request", "the transaction id is an integer")
+    try:
+        async with server.pool.acquire() as conn:
+            row = await transactions.force_close_transaction(conn, tx_id)
+    except NotFound as exc:
+        return _error(404, exc.code, str(exc))
+    except InvalidInput as exc:
+        return _error(409, "already_stopped", str(exc))
+    except DB_UNAVAILABLE:
+        return _error(503, "database_unavailable", "the database is unavailable; try again")
+    log.warning("transaction force-closed", transaction_id=tx_id, meter_stop=row["meter_stop"])
+    return web.json_response({"transaction": _tx_json(row)})
+
+
+async def list_transactions(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    stuck = request.query.get("stuck", "").lower() in ("1", "true", "yes")
+    async with server.pool.acquire() as conn:
+        rows = await transactions.list_open_transactions(conn, stuck_only=stuck)
+    return web.json_response({"transactions": [_tx_json(r) for r in rows]})
+
+
+def create_app(server: OcppServer) -> web.Application:
+    settings = server.settings
+    key = settings.STEVE_API_KEY.get_secret_value() if settings.STEVE_API_KEY else ""
+    app = web.Application(middlewares=[_auth_middleware(settings.STEVE_API_USERNAME, key)],
+                          client_max_size=256 * 1024)
+    app[SERVER_KEY] = server
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/status", status)
+    app.router.add_get("/api/v1/chargers/{charge_box_id}", charger)
+    app.router.add_post("/api/v1/operations/{operation}", operation)
+    app.router.add_get("/api/v1/transactions", list_transactions)
+    app.router.add_post("/api/v1/transactions/{transaction_id}/force-close", force_close)
+    return app

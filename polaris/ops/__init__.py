@@ -1,0 +1,1 @@
+"""Operations: what an operator runs around the services (secrets, readiness checks)."""

@@ -1,0 +1,290 @@
+"""Chargers: list with live status, detail, add / edit / deactivate, OCPP operations."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from polaris.db.repos import charge_boxes, ocpp_journal
+from polaris.services import appkeys
+from polaris.services.admin.common import (
+    Page,
+    PageQuery,
+    changed,
+    decode_cursor,
+    page_of,
+    pool,
+    record_audit,
+)
+from polaris.services.errors import ApiError
+from polaris.services.openapi import ADMIN, Call, Model, Out, add_endpoints, endpoint
+from polaris.services.steve_client import OPERATIONS
+
+TAG = "chargers"
+BASE = "/api/admin/v1/chargers"
+ChargeBoxId = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._:*+|@-]{1,48}$")
+
+
+class ConnectorOut(Out):
+    connector_id: int
+    status: str | None = None
+    error_code: str | None = None
+    info: str | None = None
+    status_at: datetime | None = None
+
+
+class ChargerOut(Out):
+    charge_box_id: str
+    public_id: str
+    description: str | None
+    site_name: str | None
+    site_address: str | None
+    registration_status: str
+    active: bool
+    connected: bool
+    vendor: str | None
+    model: str | None
+    firmware_version: str | None
+    last_seen_at: datetime | None
+    last_heartbeat_at: datetime | None
+    last_boot_at: datetime | None
+    created_at: datetime
+    connectors: list[ConnectorOut] = []
+
+
+class JournalEntryOut(Out):
+    id: int
+    at: datetime
+    direction: str
+    action: str
+    status: str
+    request: Any = None
+    response: Any = None
+    error_code: str | None = None
+    error_description: str | None = None
+    requested_by: str | None = None
+
+
+class ChargerDetailOut(ChargerOut):
+    charge_point_serial_number: str | None = None
+    charge_box_serial_number: str | None = None
+    iccid: str | None = None
+    imsi: str | None = None
+    meter_type: str | None = None
+    meter_serial_number: str | None = None
+    ocpp_protocol: str | None = None
+    diagnostics_status: str | None = None
+    firmware_status: str | None = None
+    messages: list[JournalEntryOut] = []
+
+
+class ChargerListQuery(PageQuery):
+    q: str | None = Field(None, max_length=100, description="search id, description and site")
+    state: Literal["online", "offline", "faulted", "charging"] | None = None
+    active: bool | None = None
+    site: str | None = Field(None, max_length=200)
+
+
+class ChargerParams(Model):
+    charge_box_id: str = ChargeBoxId
+
+
+class OperationParams(ChargerParams):
+    operation: Literal[OPERATIONS]  # type: ignore[valid-type]
+
+
+class ChargerCreate(Model):
+    charge_box_ids: list[str] = Field(min_length=1, max_length=1000, description="one or many, same password")
+    password: str = Field(min_length=16, max_length=40, description="the chargers' AuthorizationKey")
+    description: str | None = Field(None, max_length=500)
+    site_name: str | None = Field(None, min_length=1, max_length=200)
+    site_address: str | None = Field(None, max_length=500)
+
+
+class ChargerPatch(Model):
+    description: str | None = Field(None, max_length=500)
+    site_name: str | None = Field(None, min_length=1, max_length=200, description="null removes the site")
+    site_address: str | None = Field(None, max_length=500)
+    active: bool | None = Field(None, description="false deactivates: the charger is refused at connect")
+    registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
+
+
+class ChargerPassword(Model):
+    password: str = Field(min_length=16, max_length=40)
+
+
+class OperationResult(Out):
+    operation: str
+    charge_box_id: str
+    status: str | None = Field(None, description="the charger's status field, when its answer has one")
+    response: Any = Field(None, description="the charger's answer as the OCPP server relayed it")
+
+
+ChargerPage = Page[ChargerOut]
+
+
+@endpoint("GET", BASE, summary="List chargers with live status", tag=TAG, query=ChargerListQuery, response=ChargerPage)
+async def list_chargers(request: web.Request, call: Call) -> ChargerPage:
+    q = call.query
+    after = decode_cursor(q.cursor, str)
+    async with pool(request).acquire() as conn:
+        rows = await charge_boxes.list_charge_boxes_page(
+            conn,
+            limit=q.limit + 1,
+            after=after[0] if after else None,
+            q=q.q,
+            state=q.state,
+            active=q.active,
+            site=q.site,
+        )
+    rows, cursor = page_of(rows, q.limit, lambda r: (r["charge_box_id"],))
+    return ChargerPage(items=[ChargerOut.model_validate(dict(r)) for r in rows], next_cursor=cursor)
+
+
+@endpoint(
+    "GET",
+    BASE + "/{charge_box_id}",
+    summary="One charger: connectors, hardware, recent OCPP messages",
+    tag=TAG,
+    params=ChargerParams,
+    response=ChargerDetailOut,
+)
+async def get_charger(request: web.Request, call: Call) -> ChargerDetailOut:
+    cid = call.params.charge_box_id
+    async with pool(request).acquire() as conn:
+        row = await charge_boxes.get_charge_box_detail(conn, cid)
+        if row is None:
+            raise ApiError(404, "not_found", f"no charger {cid}")
+        journal = await ocpp_journal.list_journal(conn, cid, limit=50)
+    messages = [JournalEntryOut.model_validate({**dict(j), "at": j["created_at"]}) for j in journal]
+    return ChargerDetailOut.model_validate({**dict(row), "messages": messages})
+
+
+@endpoint(
+    "POST",
+    BASE,
+    summary="Add chargers sharing one password (admins: it is a secret)",
+    tag=TAG,
+    roles=ADMIN,
+    body=ChargerCreate,
+    response=ChargerPage,
+    status=201,
+    errors=(409,),
+)
+async def add_chargers(request: web.Request, call: Call) -> ChargerPage:
+    b = call.body
+    async with pool(request).acquire() as conn, conn.transaction():
+        rows = await charge_boxes.add_charge_boxes(
+            conn,
+            b.charge_box_ids,
+            b.password,
+            description=b.description,
+            site_name=b.site_name,
+            site_address=b.site_address,
+        )
+        for r in rows:
+            await record_audit(
+                conn, request, call, "charger.add", "charger", r["charge_box_id"],
+                after={"description": b.description, "site_name": b.site_name},
+            )
+        items = []
+        for r in rows:
+            detail = await charge_boxes.get_charge_box_detail(conn, r["charge_box_id"])
+            items.append(ChargerOut.model_validate(dict(detail)))
+    return ChargerPage(items=items)
+
+
+@endpoint(
+    "PATCH",
+    BASE + "/{charge_box_id}",
+    summary="Edit a charger: description, site, active (deactivate), registration status",
+    tag=TAG,
+    params=ChargerParams,
+    body=ChargerPatch,
+    response=ChargerOut,
+)
+async def edit_charger(request: web.Request, call: Call) -> ChargerOut:
+    cid = call.params.charge_box_id
+    changes = call.body.model_dump(exclude_unset=True)
+    for key in ("active", "registration_status"):
+        if key in changes and changes[key] is None:
+            raise ApiError(400, "invalid_input", f"{key} cannot be null")
+    async with pool(request).acquire() as conn, conn.transaction():
+        before, after = await charge_boxes.update_charge_box(conn, cid, changes)
+        b, a = changed(before, after)
+        if a:
+            await record_audit(conn, request, call, "charger.edit", "charger", cid, before=b, after=a)
+        detail = await charge_boxes.get_charge_box_detail(conn, cid)
+    return ChargerOut.model_validate(dict(detail))
+
+
+@endpoint(
+    "PUT",
+    BASE + "/{charge_box_id}/password",
+    summary="Set a charger's password (AuthorizationKey); admins only",
+    tag=TAG,
+    roles=ADMIN,
+    params=ChargerParams,
+    body=ChargerPassword,
+    status=204,
+)
+async def set_charger_password(request: web.Request, call: Call) -> None:
+    cid = call.params.charge_box_id
+    async with pool(request).acquire() as conn, conn.transaction():
+        if not await charge_boxes.set_charger_key(conn, cid, call.body.password):
+            raise ApiError(404, "not_found", f"no charger {cid}")
+        # The value is a secret: the entry says that it changed, never what to.
+        await record_audit(conn, request, call, "charger.password", "charger", cid, after={"password": "changed"})
+
+
+@endpoint(
+    "POST",
+    BASE + "/{charge_box_id}/operations/{operation}",
+    summary="Send an OCPP operation to the charger (through the OCPP server); the charger's answer",
+    tag=TAG,
+    params=OperationParams,
+    response=OperationResult,
+    errors=(409, 502, 504),
+    description=(
+        "The body holds the operation's OCPP 1.6 fields (e.g. {\"type\": \"Soft\"} for Reset, "
+        "{\"connectorId\": 1, \"idTag\": \"ABC\"} for RemoteStartTransaction); chargeBoxId comes "
+        "from the path. 409: the charger is offline; 504: it did not answer in time."
+    ),
+)
+async def run_operation(request: web.Request, call: Call) -> OperationResult:
+    cid, op = call.params.charge_box_id, call.params.operation
+    raw = await request.read()
+    fields: Any = {}
+    if raw.strip():
+        try:
+            fields = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        if not isinstance(fields, dict):
+            raise ApiError(400, "invalid_body", "the body must be a JSON object of the operation's fields")
+    fields.pop("chargeBoxId", None)
+    async with pool(request).acquire() as conn:
+        if await charge_boxes.get_charge_box(conn, cid) is None:
+            raise ApiError(404, "not_found", f"no charger {cid}")
+    client = request.app[appkeys.STEVE_CLIENT]
+    outcome: dict[str, Any] = {"operation": op, "fields": fields}
+    try:
+        answer = await client.operation(op, cid, fields, requested_by=call.user.email)
+        outcome["answer"] = answer
+    except ApiError as exc:
+        outcome["error"] = exc.code
+        raise
+    finally:
+        async with pool(request).acquire() as conn:
+            await record_audit(conn, request, call, "charger.operation", "charger", cid, after=outcome)
+    response = answer.get("response", answer) if isinstance(answer, dict) else answer
+    status = response.get("status") if isinstance(response, dict) else None
+    return OperationResult(operation=op, charge_box_id=cid, status=status, response=response)
+
+
+def setup(app: web.Application) -> None:
+    add_endpoints(app, list_chargers, add_chargers, get_charger, edit_charger, set_charger_password, run_operation)

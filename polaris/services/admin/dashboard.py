@@ -1,0 +1,136 @@
+"""The dashboard summary and the health view of the admin API."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from aiohttp import web
+from pydantic import Field
+
+from polaris.db.migrate import is_current
+from polaris.db.repos import charge_boxes, transaction_reports
+from polaris.services import appkeys
+from polaris.services.admin.billing import SyncStatusOut, sync_status
+from polaris.services.admin.common import pool
+from polaris.services.openapi import Call, Out, add_endpoints, endpoint
+
+TAG = "dashboard"
+OFFLINE_ALERT = timedelta(minutes=10)
+# Every console polls the dashboard; the figures are the same for all of them, and live
+# changes arrive by SSE. Two seconds of staleness buys one computation per instance.
+CACHE_SECONDS = 2.0
+_CACHE: web.AppKey[dict] = web.AppKey("dashboard_cache")
+
+
+class Alert(Out):
+    severity: str = Field(description="warning or critical")
+    kind: str
+    message: str
+
+
+class DashboardOut(Out):
+    chargers_online: int
+    chargers_offline: int
+    chargers_faulted: int
+    chargers_charging: int
+    active_sessions: int
+    stuck_sessions: int
+    power_kw: float
+    energy_today_kwh: float
+    sync: SyncStatusOut
+    alerts: list[Alert]
+
+
+class HealthCheck(Out):
+    name: str
+    ok: bool
+    detail: str | None = None
+
+
+class HealthOut(Out):
+    ok: bool
+    items: list[HealthCheck]
+
+
+@endpoint("GET", "/api/admin/v1/dashboard", summary="At a glance: fleet, sessions, energy, sync, alerts", tag=TAG, response=DashboardOut)
+async def dashboard(request: web.Request, call: Call) -> DashboardOut:
+    cache = request.app[_CACHE]
+    now = time.monotonic()
+    if cache.get("value") is not None and now - cache["at"] < CACHE_SECONDS:
+        return cache["value"]
+    value = await _compute_dashboard(request)
+    cache.update(value=value, at=now)
+    return value
+
+
+async def _compute_dashboard(request: web.Request) -> DashboardOut:
+    async with pool(request).acquire() as conn:
+        fleet = await charge_boxes.fleet_counts(conn)
+        figures = await transaction_reports.session_figures(conn)
+        sync = await sync_status(conn)
+        long_offline = await conn.fetchval(
+            "SELECT count(*) FROM ocpp.charge_boxes WHERE active AND NOT connected "
+            "AND last_seen_at IS NOT NULL AND last_seen_at < now() - $1::interval",
+            OFFLINE_ALERT,
+        )
+        failed_runs = await conn.fetchval(
+            "SELECT count(*) FROM billing.sync_runs WHERE status = 'failed' AND started_at > now() - interval '1 day'"
+        )
+    alerts: list[Alert] = []
+    if long_offline:
+        alerts.append(Alert(severity="warning", kind="chargers_offline",
+                            message=f"{long_offline} charger(s) offline for more than {OFFLINE_ALERT.seconds // 60} minutes"))
+    if fleet["faulted"]:
+        alerts.append(Alert(severity="warning", kind="faults", message=f"{fleet['faulted']} charger(s) report a fault"))
+    if figures["stuck_sessions"]:
+        alerts.append(Alert(severity="warning", kind="stuck_sessions",
+                            message=f"{figures['stuck_sessions']} session(s) look stuck (no StopTransaction)"))
+    if failed_runs:
+        alerts.append(Alert(severity="critical", kind="sync_failed", message=f"{failed_runs} sync run(s) failed in the last day"))
+    if sync.unbillable_count:
+        alerts.append(Alert(severity="warning", kind="unbillable",
+                            message=f"{sync.unbillable_count} session(s) held back from billing"))
+    return DashboardOut(
+        chargers_online=fleet["online"],
+        chargers_offline=fleet["offline"],
+        chargers_faulted=fleet["faulted"],
+        chargers_charging=fleet["charging"],
+        active_sessions=figures["active_sessions"],
+        stuck_sessions=figures["stuck_sessions"],
+        power_kw=round(figures["power_kw"], 3),
+        energy_today_kwh=round(figures["energy_today_kwh"], 3),
+        sync=sync,
+        alerts=alerts,
+    )
+
+
+@endpoint("GET", "/api/admin/v1/health", summary="Health of the parts the web process depends on", tag=TAG, response=HealthOut)
+async def health(request: web.Request, call: Call) -> HealthOut:
+    settings = request.app[appkeys.SETTINGS]
+    checks: list[HealthCheck] = []
+    async with pool(request).acquire() as conn:
+        checks.append(HealthCheck(name="database", ok=True, detail="reachable"))
+        current = await is_current(conn, request.app[appkeys.MIGRATIONS])
+        checks.append(HealthCheck(name="migrations", ok=current, detail=None if current else "run `polaris migrate`"))
+        sync = await sync_status(conn)
+    last = sync.last_success_at
+    stale = last is None or datetime.now(UTC) - last > timedelta(days=8)
+    checks.append(HealthCheck(name="billing sync", ok=not stale,
+                              detail=f"last success {last.isoformat()}" if last else "no successful run yet"))
+    try:
+        resp = await request.app[appkeys.HTTP_CLIENT].get(settings.STEVE_BASE_URL.rstrip("/") + "/healthz", timeout=2)
+        checks.append(HealthCheck(name="ocpp server", ok=resp.status_code < 500, detail=f"HTTP {resp.status_code}"))
+    except httpx.HTTPError as exc:
+        checks.append(HealthCheck(name="ocpp server", ok=False, detail=f"unreachable ({exc.__class__.__name__})"))
+    checks.append(HealthCheck(
+        name="email", ok=True,
+        detail="worker configured" if settings.email_worker_enabled else "kept in the outbox (CF_EMAIL_WORKER_URL unset)",
+    ))
+    return HealthOut(ok=all(c.ok for c in checks), items=checks)
+
+
+def setup(app: web.Application) -> None:
+    app[_CACHE] = {}
+    add_endpoints(app, dashboard, health)

@@ -1,0 +1,205 @@
+"""The web process: `app_factory(settings)` wires middlewares, resources and every area.
+
+Host routing: the admin API (`/api/admin/...`) answers on ADMIN_BASE_URL's host, the
+customer side (everything else) on CUSTOMER_BASE_URL's host; health, metrics, the OCPP
+hooks and the Lago webhook answer on any host so internal callers can use
+WEB_INTERNAL_URL. In local mode (http:// base URLs) a host that is neither — 127.0.0.1,
+a LAN address — serves both sides, so `curl http://127.0.0.1:8000/...` and tests work;
+in production such a host gets only the any-host paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from polaris import __version__
+from polaris.config import Settings
+from polaris.db.migrate import is_current, load_migrations
+from polaris.db.pool import create_pool
+from polaris.logs import get_logger
+from polaris.services import appkeys
+from polaris.services.auth.middleware import auth_middleware
+from polaris.services.errors import error_middleware, json_error
+
+log = get_logger(__name__)
+
+ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/ocpp/", "/api/webhook/lago")
+ADMIN_PREFIX = "/api/admin/"
+
+# Modules of other areas wired in when present: each has `setup(app)`.
+OPTIONAL_MODULES = (
+    "polaris.services.hooks",
+    "polaris.services.events",
+    "polaris.services.email",
+    "polaris.services.push",
+    "polaris.services.lago_webhooks",
+    "polaris.customer_web",
+)
+
+REQUESTS = Counter(
+    "polaris_http_requests_total", "HTTP requests answered by the web process", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "polaris_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+_warned_local_mode = False
+
+
+def request_hostname(request: web.Request) -> str:
+    """The Host header's name without port, lower case ([::1] stays bracketed)."""
+    host = (request.host or "").strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def site_of(request: web.Request) -> str:
+    """Which side a request may reach: 'admin', 'customer', 'both' (local unknown host) or 'none'."""
+    settings = request.app[appkeys.SETTINGS]
+    host = request_hostname(request)
+    admin = host == settings.admin_host
+    customer = host == settings.customer_host
+    if admin and customer:
+        return "both"
+    if admin:
+        return "admin"
+    if customer:
+        return "customer"
+    return "both" if settings.local_mode else "none"
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler):
+    path = request.path
+    if not path.startswith(ANY_HOST_PREFIXES):
+        site = site_of(request)
+        wants = "admin" if path.startswith(ADMIN_PREFIX) else "customer"
+        if site not in (wants, "both"):
+            return json_error(404, "not_found", f"{path} is not served on this host")
+    return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        info = request.match_info
+        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        LATENCY.labels(route).observe(time.perf_counter() - start)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers (no dependencies checked)."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the database answers and every migration this code knows is applied."""
+    pool = request.app[appkeys.PG_POOL]
+    try:
+        async with asyncio.timeout(3):
+            async with pool.acquire() as conn:
+                current = await is_current(conn, request.app[appkeys.MIGRATIONS])
+    except Exception as exc:  # any failure (timeout, refused, auth) means "not ready"
+        log.warning("readiness check failed", error=exc.__class__.__name__)
+        return json_error(503, "database_unavailable", "the database is unreachable")
+    if not current:
+        return json_error(503, "migrations_pending", "the database needs `polaris migrate`")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _pool_ctx(settings: Settings, pool_size: int):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url, min_size=1, max_size=pool_size)
+        app[appkeys.PG_POOL] = pool
+        yield
+        await pool.close()
+
+    return ctx
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0), headers={"User-Agent": f"polaris-web/{__version__}"}
+    )
+    app[appkeys.HTTP_CLIENT] = client
+    from polaris.services.steve_client import SteveClient
+
+    app[appkeys.STEVE_CLIENT] = SteveClient(app[appkeys.SETTINGS], client)
+    yield
+    await client.aclose()
+
+
+def warn_local_mode(settings: Settings) -> None:
+    global _warned_local_mode
+    if settings.local_mode and not _warned_local_mode:
+        _warned_local_mode = True
+        log.warning(
+            "local mode: session cookies are not Secure because ADMIN_BASE_URL/CUSTOMER_BASE_URL use http://"
+        )
+
+
+def app_factory(settings: Settings, *, pool_size: int = 10) -> web.Application:
+    """Build the web application (resources open on startup, close on cleanup)."""
+    warn_local_mode(settings)
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, host_middleware, auth_middleware],
+        client_max_size=1024**2,
+    )
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.MIGRATIONS] = load_migrations()
+    app.cleanup_ctx.append(_pool_ctx(settings, pool_size))
+    app.cleanup_ctx.append(_http_ctx)
+
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics, name="metrics")
+
+    from polaris.services.admin import setup as setup_admin
+    from polaris.services.auth.views import setup as setup_auth
+    from polaris.services.customer_api import setup as setup_customer_api
+
+    setup_auth(app)
+    setup_admin(app)
+    setup_customer_api(app)
+
+    for name in OPTIONAL_MODULES:
+        if _module_exists(name):
+            module = importlib.import_module(name)
+            if hasattr(module, "setup"):
+                module.setup(app)
+                log.debug("wired module", module=name)
+    return app
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False

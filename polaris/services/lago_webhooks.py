@@ -1,0 +1,185 @@
+"""`POST /api/webhook/lago`: Lago's webhooks, signature checked, stored once, invoices kept.
+
+Lago signs each webhook with `X-Lago-Signature`: an RS256 JWT whose `data` claim is the
+JSON payload, verified against the public key from `GET /api/v1/webhooks/public_key`
+(base64 of a PEM; cached, fetched again once when a signature does not verify, so a
+rotated key is picked up). Webhooks are stored idempotently by `X-Lago-Unique-Key`
+(Lago retries a delivery whose answer it did not get); invoice webhooks update the
+local invoice kept for the portal and the console, and a finalized invoice queues an
+`invoice-available` mail once, through the email outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
+
+from polaris.config import Settings
+from polaris.db.repos import billing
+from polaris.logs import get_logger
+from polaris.services.appkeys import HTTP_CLIENT, PG_POOL, SETTINGS
+from polaris.services.email import send_mail
+
+log = get_logger(__name__)
+
+PATH = "/api/webhook/lago"
+KEY_TTL_S = 3600.0
+# A key fetched this recently is not fetched again for a bad signature (no refetch storms).
+KEY_REFETCH_MIN_S = 30.0
+MAX_BODY = 5 * 1024 * 1024
+
+
+@dataclass
+class _KeyCache:
+    key: RSAKey | None = None
+    fetched_at: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+KEY_CACHE = web.AppKey("lago_webhook_key", _KeyCache)
+
+
+def setup(app: web.Application) -> None:
+    """Add the Lago webhook receiver to the (root) app."""
+    app[KEY_CACHE] = _KeyCache()
+    app.router.add_post(PATH, receive, name="lago_webhook")
+
+
+def _reply(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+async def _public_key(app: web.Application, *, refresh: bool) -> RSAKey:
+    cache = app[KEY_CACHE]
+    async with cache.lock:
+        age = time.monotonic() - cache.fetched_at
+        fresh = cache.key is not None and age < KEY_TTL_S
+        if fresh and not (refresh and age >= KEY_REFETCH_MIN_S):
+            assert cache.key is not None
+            return cache.key
+        settings: Settings = app[SETTINGS]
+        if not settings.LAGO_API_KEY:
+            raise LookupError("LAGO_API_KEY is not set: the webhook key cannot be fetched from Lago")
+        resp = await app[HTTP_CLIENT].get(
+            settings.LAGO_API_URL.rstrip("/") + "/api/v1/webhooks/public_key",
+            headers={"Authorization": f"Bearer {settings.LAGO_API_KEY.get_secret_value()}"},
+            timeout=10,
+        )
+        if resp.status_code != 200:
+            raise LookupError(f"Lago answered {resp.status_code} for its webhook public key")
+        try:
+            cache.key = RSAKey.import_key(base64.b64decode(resp.text.strip()))
+        except (binascii.Error, ValueError, JoseError) as exc:
+            raise LookupError(f"Lago's webhook public key could not be read: {exc}") from None
+        cache.fetched_at = time.monotonic()
+        log.info("lago webhook key fetched")
+        return cache.key
+
+
+async def _verify(app: web.Application, token: str) -> dict[str, Any]:
+    """The JWT's claims if Lago signed it; raises JoseError otherwise."""
+    try:
+        return jwt.decode(token, await _public_key(app, refresh=False), algorithms=["RS256"]).claims
+    except JoseError:
+        # Perhaps Lago rotated its key: fetch it once more and try again.
+        return jwt.decode(token, await _public_key(app, refresh=True), algorithms=["RS256"]).claims
+
+
+async def receive(request: web.Request) -> web.Response:
+    if request.content_length and request.content_length > MAX_BODY:
+        return _reply(413, "too_large", "webhook body too large")
+    raw = await request.read()
+    token = request.headers.get("X-Lago-Signature")
+    if not token:
+        return _reply(401, "missing_signature", "X-Lago-Signature is missing")
+    algorithm = request.headers.get("X-Lago-Signature-Algorithm", "jwt").lower()
+    if algorithm != "jwt":
+        return _reply(
+            401,
+            "unsupported_signature",
+            f"signature algorithm {algorithm!r} is not accepted: set the webhook endpoint's "
+            "signature to JWT in Lago",
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return _reply(400, "invalid_json", "the body is not JSON")
+    try:
+        claims = await _verify(request.app, token)
+    except LookupError as exc:
+        log.error("lago webhook key unavailable", error=str(exc))
+        return _reply(503, "key_unavailable", "cannot check the signature now; Lago will retry")
+    except Exception as exc:  # any httpx failure reaching Lago as well
+        if isinstance(exc, JoseError):
+            log.warning("lago webhook signature refused", error=exc.__class__.__name__)
+            return _reply(401, "bad_signature", "the signature does not verify against Lago's key")
+        log.error("lago webhook key unavailable", error=f"{exc.__class__.__name__}: {exc}")
+        return _reply(503, "key_unavailable", "cannot check the signature now; Lago will retry")
+    data = claims.get("data")
+    try:
+        signed = json.loads(data) if isinstance(data, str) else data
+    except ValueError:
+        signed = None
+    if not isinstance(signed, dict) or signed != body:
+        return _reply(401, "bad_signature", "the signed payload does not match the body")
+    webhook_type = signed.get("webhook_type")
+    if not isinstance(webhook_type, str) or not webhook_type:
+        return _reply(400, "invalid_body", "webhook_type is missing")
+    unique_key = request.headers.get("X-Lago-Unique-Key") or hashlib.sha256(
+        (data if isinstance(data, str) else json.dumps(data, sort_keys=True)).encode()
+    ).hexdigest()
+    object_type = signed.get("object_type")
+    settings: Settings = request.app[SETTINGS]
+    async with request.app[PG_POOL].acquire() as conn, conn.transaction():
+        new = await billing.store_lago_webhook(
+            conn, unique_key=unique_key, webhook_type=webhook_type, object_type=object_type, payload=signed
+        )
+        queued = False
+        if new and object_type == "invoice" and isinstance(signed.get("invoice"), dict):
+            queued = await _handle_invoice(conn, settings, signed["invoice"])
+    log.info(
+        "lago webhook received",
+        webhook_type=webhook_type,
+        unique_key=unique_key,
+        duplicate=not new,
+        mail_queued=queued,
+    )
+    return web.json_response({"ok": True, "duplicate": not new})
+
+
+async def _handle_invoice(conn: asyncpg.Connection, settings: Settings, invoice: dict[str, Any]) -> bool:
+    """Keep the invoice; queue invoice-available once when it is finalized. True if queued."""
+    if not invoice.get("lago_id"):
+        return False
+    row = await billing.upsert_invoice(conn, invoice)
+    if row["status"] != "finalized" or row["email_queued_at"] is not None or row["customer_id"] is None:
+        return False
+    person = await billing.claim_invoice_email(conn, row["id"])
+    if person is None:
+        return False
+    amount = row["total_amount_cents"] or 0
+    await send_mail(
+        conn,
+        "invoice-available",
+        to=person["email"],
+        dedupe_key=f"invoice-available:{row['lago_id']}",
+        name=person["name"],
+        invoice_number=row["number"] or row["lago_id"],
+        amount=f"{amount / 100:.2f}",
+        currency=row["currency"] or "",
+        # Lago's PDF when it has one; the portal's billing page otherwise.
+        invoice_url=row["file_url"] or f"{settings.CUSTOMER_BASE_URL.rstrip('/')}/billing",
+    )
+    return True

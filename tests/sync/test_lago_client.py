@@ -1,0 +1,153 @@
+"""The Lago client against the fake Lago's faults: retries, rate limits, lost answers, 422s."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sync_helpers import add_charger, add_customer, add_session, make_client
+
+from polaris.db.repos import billing
+from polaris.sync.lago import LagoClient, LagoSetupError, LagoUnavailable, parse_rate_limit_reset
+
+
+def _event(tid: str, sub: str = "sub_a", value: float = 1.5) -> dict:
+    return {
+        "transaction_id": tid,
+        "external_subscription_id": sub,
+        "code": "ev_charging_kwh",
+        "timestamp": 1767600000,
+        "properties": {"value": value, "kwh": value},
+    }
+
+
+async def test_5xx_and_timeouts_are_retried(lago_client, fake_lago):
+    fake_lago.timeout_delay = 1.0  # the client times out at 0.5 s
+    fake_lago.inject("500", "timeout", "500")
+    result = await lago_client.send_events([_event("a"), _event("b")])
+    assert result.delivered == ["a", "b"] and not result.duplicates
+    assert [r[2] for r in fake_lago.requests] == [500, 500, 200]  # the timeout logged its 500 late
+    assert set(fake_lago.events) == {"a", "b"}
+
+
+async def test_gives_up_after_max_attempts(lago_client, fake_lago):
+    fake_lago.inject("500", "500", "500", "500")
+    with pytest.raises(LagoUnavailable, match="answered 500"):
+        await lago_client.send_events([_event("a")])
+    assert fake_lago.events == {}
+
+
+async def test_429_waits_for_rate_limit_reset(fake_lago):
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+
+    client = make_client(fake_lago, sleep=sleep)
+    fake_lago.rate_limit_reset = "7"
+    fake_lago.inject("429", "429")
+    try:
+        result = await client.send_events([_event("a")])
+    finally:
+        await client.aclose()
+    assert result.delivered == ["a"]
+    assert waits == [7.0, 7.0]
+
+
+def test_rate_limit_reset_forms():
+    assert parse_rate_limit_reset("3") == 3.0
+    assert parse_rate_limit_reset("1700000010", now=1700000000) == 10.0
+    assert parse_rate_limit_reset("1700000010000", now=1700000000) == 10.0
+    assert parse_rate_limit_reset("soon") is None
+    assert parse_rate_limit_reset(None) is None
+
+
+async def test_lost_answer_retry_counts_duplicate_as_delivered(lago_client, fake_lago):
+    fake_lago.inject("lost")
+    result = await lago_client.send_events([_event("a"), _event("b")])
+    # Lago stored both on the first attempt; the retry was answered value_already_exist.
+    assert result.duplicates == ["a", "b"] and result.delivered == []
+    assert fake_lago.duplicates_refused == 2
+    assert len(fake_lago.events) == 2
+
+
+async def test_422_batch_is_handled_per_event(lago_client, fake_lago):
+    await lago_client.send_events([_event("old")])
+    fake_lago.reject["bad"] = {"code": ["does_not_exist"]}
+    result = await lago_client.send_events([_event("old"), _event("new"), _event("bad")])
+    assert result.duplicates == ["old"]
+    assert result.delivered == ["new"]
+    assert result.invalid == {"bad": "code: does_not_exist"}
+    assert set(fake_lago.events) == {"old", "new"}
+
+
+async def test_wrong_key_is_a_clear_error(fake_lago):
+    client = LagoClient(fake_lago.url, "wrong-key", backoff_base=0.01)
+    try:
+        with pytest.raises(LagoSetupError, match="refused LAGO_API_KEY"):
+            await client.check_metric("ev_charging_kwh")
+    finally:
+        await client.aclose()
+
+
+async def test_requests_logged_without_the_key(lago_client, fake_lago, caplog):
+    caplog.set_level(logging.INFO)
+    fake_lago.inject("500")
+    await lago_client.send_events([_event("a")])
+    text = caplog.text
+    assert "/events/batch" in text and "500" in text
+    assert fake_lago.api_key not in text
+
+
+async def test_engine_keeps_events_pending_through_an_outage(conn, engine, fake_lago):
+    fake_lago.add_subscription("sub_x")
+    cb = await add_charger(conn)
+    await add_customer(conn, "x@example.com", subscription="sub_x", tag="XXX")
+    for i in range(250):
+        await add_session(conn, cb, "XXX", energy_wh=100 + i)
+    fake_lago.random_faults(1.0, kinds=("500",))
+    # The subscription check itself fails: nothing is decided or sent, the run says why.
+    result = await engine.run()
+    assert result.status == "failed" and "500" in (result.error or "")
+    fake_lago.clear_faults()
+    await engine.run()  # plans and sends everything
+    fake_lago.inject("lost", "500", "500", "500", "500")
+    await add_session(conn, cb, "XXX", energy_wh=77)
+    partial = await engine.run()
+    assert partial.status in ("partial", "failed")
+    # Lago stored the "lost" batch, but the ledger cannot know: the event stays pending...
+    assert await billing.count_pending_events(conn) == 1
+    assert len(fake_lago.events) == 251
+    done = await engine.run()
+    # ...and its resend is answered value_already_exist, which counts as delivered.
+    assert done.status == "succeeded" and done.duplicates == 1
+    assert fake_lago.wh_by_subscription() == {"sub_x": sum(100 + i for i in range(250)) + 77}
+
+
+async def test_catalogue_calls(lago_client, fake_lago):
+    for i in range(45):
+        fake_lago.add_subscription(f"s{i:02d}", status="terminated" if i % 9 == 0 else "active")
+    listed = await lago_client.list_subscriptions(per_page=20)  # Lago lists active ones by default
+    assert len(listed) == 40 and len({s["external_id"] for s in listed}) == 40
+    everything = await lago_client.list_subscriptions(**{"status[]": ["active", "terminated"]})
+    assert len(everything) == 45
+    assert (await lago_client.get_subscription("s03"))["plan_code"] == "ev_plan"
+    assert await lago_client.get_subscription("nope") is None
+    plan = await lago_client.get_plan("ev_plan")
+    assert plan["charges"][0]["properties"]["amount"] == "0.35"
+    customer = await lago_client.upsert_customer("cust_1", name="Ada", email="ada@example.com")
+    again = await lago_client.upsert_customer("cust_1", name="Ada L.")
+    assert again["lago_id"] == customer["lago_id"] and fake_lago.customers["cust_1"]["name"] == "Ada L."
+
+
+async def test_plan_prices_cached_for_the_portal(conn, engine, fake_lago):
+    fake_lago.add_subscription("sub_p", plan_code="night")
+    fake_lago.add_plan("night", price_per_kwh="0.29")
+    cb = await add_charger(conn)
+    await add_customer(conn, "p@example.com", subscription="sub_p", tag="PPP")
+    await add_session(conn, cb, "PPP", energy_wh=1)
+    await engine.run()
+    price = await billing.get_price_for_subscription(conn, "sub_p")
+    assert (price["code"], price["unit_amount"], price["currency"], price["charge_model"]) == (
+        "night", "0.29", "EUR", "standard"
+    )

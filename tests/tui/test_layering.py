@@ -1,0 +1,61 @@
+"""The console speaks only HTTP: it never imports the database layer or the web process,
+and its core modules never import textual (so they stay usable and testable without a UI)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import polaris.tui
+
+TUI = Path(polaris.tui.__file__).parent
+FORBIDDEN_EVERYWHERE = ("polaris.db", "polaris.services", "polaris.ocpp", "polaris.sync", "asyncpg")
+CORE = ("api_client", "models", "credentials", "events", "charger_store", "operations")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def hits(names: set[str], prefixes: tuple[str, ...]) -> set[str]:
+    return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
+
+
+def test_no_module_of_the_console_imports_the_database_or_the_server():
+    files = sorted(TUI.rglob("*.py"))
+    assert len(files) > 10
+    bad = {str(f.relative_to(TUI)): hits(imports_of(f), FORBIDDEN_EVERYWHERE) for f in files}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_core_modules_never_import_textual():
+    bad = {m: hits(imports_of(TUI / f"{m}.py"), ("textual",)) for m in CORE}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_importing_the_whole_console_loads_no_database_driver():
+    # The runtime check catches what the AST misses (imports hidden in other modules).
+    code = (
+        "import sys, polaris.tui.app, polaris.cli.tui; "
+        "bad = [m for m in sys.modules if m == 'asyncpg' or m.startswith(('polaris.db', 'polaris.services'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("from polaris.db.repos import users\nimport textual.app\n")
+    assert hits(imports_of(f), FORBIDDEN_EVERYWHERE) == {"polaris.db.repos", "polaris.db.repos.users"}
+    assert hits(imports_of(f), ("textual",)) == {"textual.app"}

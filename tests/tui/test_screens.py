@@ -1,0 +1,223 @@
+"""Dashboard, sessions, customers and cards, sync, audit log and health against the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import DataTable, Sparkline
+
+from polaris.tui.app import PolarisApp
+from polaris.tui.screens.action_dialog import ActionDialog
+from polaris.tui.screens.audit import AuditScreen
+from polaris.tui.screens.charger_detail import ChargerDetailScreen
+from polaris.tui.screens.customers import CustomersScreen, FormDialog
+from polaris.tui.screens.dashboard import DashboardScreen
+from polaris.tui.screens.health import HealthScreen
+from polaris.tui.screens.sessions import SessionDetailScreen, SessionsScreen
+from polaris.tui.screens.sync import SyncScreen
+
+
+async def until(pilot, condition, wait: float = 30.0, every=None) -> None:
+    """Wait for `condition`, calling `every()` (e.g. a reload) between checks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        if every is not None:
+            every()
+        await pilot.pause(0.2)
+
+
+def text_of(screen, selector: str) -> str:
+    return str(screen.query_one(selector).render())
+
+
+def cells(table: DataTable, column: int) -> list[str]:
+    return [str(table.get_row_at(i)[column]) for i in range(table.row_count)]
+
+
+async def console(live_web, clock) -> PolarisApp:
+    return PolarisApp(
+        live_web.url,
+        token=await live_web.token(),
+        clock=clock,
+        live="GET /api/admin/v1/events" in live_web.paths,
+        lago_dashboard_url="https://lago.example.com",
+    )
+
+
+async def add_customer_with_card(live_web, email: str, tag: str, sub: str | None = None) -> None:
+    from polaris.db.repos import customers, id_tags
+
+    async with live_web.pool.acquire() as conn:
+        await customers.add_customer(conn, email, name="Carla Customer", lago_subscription_id=sub)
+        await id_tags.add_id_tag(conn, tag, customer_email=email, label="Blue card")
+
+
+async def test_dashboard_counts_the_fleet(live_web, clock):
+    live_web.require("GET", "/api/admin/v1/dashboard")
+    await live_web.add_chargers(["D-1", "D-2", "D-3"])
+    await live_web.connect_charger("D-LIVE")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        screen = app.screen
+        await until(pilot, lambda: "1" in text_of(screen, "#tile-online"), every=screen.action_reload)
+        assert "3" in text_of(screen, "#tile-offline")
+        assert "kWh" in text_of(screen, "#tile-energy")
+        assert "Billing sync" in text_of(screen, "#tile-sync")
+
+
+async def test_remote_start_then_the_session_with_its_power_chart(live_web, clock):
+    live_web.require("GET", "/api/admin/v1/transactions/{id}")
+    await add_customer_with_card(live_web, "carla@example.com", "CARLA-1", "sub_carla")
+    sim = await live_web.connect_charger("LIVE-1", connectors=1, meter_interval=1, id_tag="CARLA-1")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.open_charger("LIVE-1")
+        await until(pilot, lambda: isinstance(app.screen, ChargerDetailScreen) and app.screen.charger is not None)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, ActionDialog))
+        dialog = app.screen
+        assert dialog.query_one("#field-connectorId").value == "1"
+        dialog.query_one("#field-idTag").value = "CARLA-1"
+        await pilot.click("#send")
+        await until(pilot, lambda: dialog.result is not None)
+        assert dialog.result.status == "Accepted"
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ChargerDetailScreen))
+        await pilot.press("escape")
+
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        sessions = app.screen
+        table = sessions.query_one("#sessions", DataTable)
+        await until(pilot, lambda: table.row_count == 1, every=sessions.action_reload)
+        assert cells(table, 1) == ["LIVE-1"] and cells(table, 4) == ["carla@example.com"]
+        table.focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, SessionDetailScreen))
+        detail = app.screen
+        spark = detail.query_one(Sparkline)
+        await until(pilot, lambda: len(spark.data or []) >= 2, every=detail.action_reload)
+        assert max(spark.data) > 0
+        summary = text_of(detail, "#session-summary")
+        assert "LIVE-1" in summary and "carla@example.com" in summary and "power now" in summary
+    assert sim.transaction_ids[1] is not None
+
+
+async def test_customers_invite_card_block_and_lago_link(live_web, clock):
+    live_web.require("POST", "/api/admin/v1/customers")
+    live_web.require("PATCH", "/api/admin/v1/id-tags/{id_tag}")
+    await add_customer_with_card(live_web, "carla@example.com", "CARLA-1", "sub_carla")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("4")
+        await until(pilot, lambda: isinstance(app.screen, CustomersScreen))
+        screen = app.screen
+        table = screen.query_one("#customers", DataTable)
+        await until(pilot, lambda: table.row_count == 1)
+        assert cells(table, 0) == ["carla@example.com"] and cells(table, 2) == ["1"]
+        await until(pilot, lambda: "CARLA-1" in text_of(screen, "#customer-detail"))
+
+        await pilot.press("l")
+        await until(pilot, lambda: any(n.title == "Open in Lago" for n in app._notifications))
+        link = next(n.message for n in app._notifications if n.title == "Open in Lago")
+        assert "sub_carla" in link or "lago" in link.lower()
+
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        app.screen.query_one("#form-email").value = "dan@example.com"
+        app.screen.query_one("#form-name").value = "Dan"
+        await pilot.click("#ok")
+        await until(pilot, lambda: table.row_count == 2)
+        assert "Invitation sent to dan@example.com" in [n.message for n in app._notifications]
+
+        table.move_cursor(row=cells(table, 0).index("dan@example.com"))
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        app.screen.query_one("#form-id_tag").value = "DAN-CARD"
+        await pilot.click("#ok")
+        await until(pilot, lambda: "DAN-CARD" in text_of(screen, "#customer-detail"))
+
+        # A card a charger saw before anyone registered it, linked to Dan afterwards.
+        from polaris.db.repos import id_tags
+
+        async with live_web.pool.acquire() as conn:
+            await id_tags.add_id_tag(conn, "LOOSE-7", label="found at the depot")
+        await pilot.press("k")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        app.screen.query_one("#form-id_tag").value = "LOOSE-7"
+        await pilot.click("#ok")
+        await until(pilot, lambda: "LOOSE-7" in text_of(screen, "#customer-detail"))
+        assert "Card LOOSE-7 linked to dan@example.com" in [n.message for n in app._notifications]
+
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        app.screen.query_one("#form-id_tag").value = "CARLA-1"
+        await pilot.click("#ok")
+        table.move_cursor(row=cells(table, 0).index("carla@example.com"))
+        await until(pilot, lambda: "CARLA-1 (blocked)" in text_of(screen, "#customer-detail"))
+
+        # A card that does not exist: the API's answer is a notice, the screen stays usable.
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        app.screen.query_one("#form-id_tag").value = "NO-SUCH"
+        await pilot.click("#ok")
+        await until(pilot, lambda: any(n.severity == "error" for n in app._notifications))
+        assert isinstance(app.screen, CustomersScreen)
+
+        table.move_cursor(row=cells(table, 0).index("dan@example.com"))
+        await pilot.press("x")
+        await until(pilot, lambda: "dan@example.com deactivated" in [n.message for n in app._notifications])
+        await until(pilot, lambda: cells(table, 4)[cells(table, 0).index("dan@example.com")] == "no")
+
+
+async def test_sync_pin_and_sync_now(live_web, clock):
+    live_web.require("PUT", "/api/admin/v1/sync/pin")
+    live_web.require("POST", "/api/admin/v1/sync/trigger")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("5")
+        await until(pilot, lambda: isinstance(app.screen, SyncScreen) and app.screen.status is not None)
+        screen = app.screen
+        assert "(adaptive)" in text_of(screen, "#sync-status")
+        await pilot.press("p")
+        await until(pilot, lambda: screen.status.pinned_tier == "active")
+        assert "pinned active" in text_of(screen, "#sync-status")
+        await pilot.press("n")
+        await until(pilot, lambda: any("Sync requested" in n.message for n in app._notifications))
+        await pilot.press("p", "p", "p")  # active -> idle -> dormant -> unpinned
+        await until(pilot, lambda: screen.status.pinned_tier is None and "(adaptive)" in text_of(screen, "#sync-status"))
+
+
+async def test_audit_log_shows_what_the_console_changed(live_web, clock):
+    live_web.require("GET", "/api/admin/v1/audit")
+    live_web.require("PUT", "/api/admin/v1/sync/pin")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await app.api.pin_tier("idle")
+        await pilot.press("6")
+        await until(pilot, lambda: isinstance(app.screen, AuditScreen))
+        table = app.screen.query_one(DataTable)
+        await until(pilot, lambda: table.row_count >= 1)
+        assert live_web.admin_email in cells(table, 1)
+        assert any("sync" in a or "pin" in a for a in cells(table, 2))
+
+
+async def test_health_lists_the_checks(live_web, clock):
+    live_web.require("GET", "/api/admin/v1/health")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("7")
+        await until(pilot, lambda: isinstance(app.screen, HealthScreen))
+        table = app.screen.query_one(DataTable)
+        await until(pilot, lambda: table.row_count >= 1)
+        names = " ".join(cells(table, 0)).lower()
+        assert "database" in names or "postgres" in names
