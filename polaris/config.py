@@ -8,6 +8,7 @@ or invalid variable and what it is for. Secrets are `SecretStr` and never printe
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,10 @@ PURPOSE: dict[str, str] = {
     "SYNC_DORMANT_THRESHOLD_DAYS": "days without activity before the sync cadence goes Dormant",
     "SYNC_IDLE_HYSTERESIS_TICKS": "idle ticks before the cadence is demoted from Active to Idle",
     "SYNC_CRON_SCHEDULE": "fixed cron schedule for the sync worker, overriding the adaptive cadence",
+    "ALERT_EMAILS": "comma-separated addresses that get operator alerts (charger offline or faulted, sync failing, outbox stuck); none: alerts are only logged",
+    "ALERT_CHARGER_OFFLINE_MINUTES": "minutes a charger may be offline or faulted before operators are alerted",
+    "ALERT_SYNC_FAILURES": "consecutive failed billing sync runs before operators are alerted",
+    "ALERT_OUTBOX_STUCK_MINUTES": "minutes the oldest undelivered email may wait before operators are alerted (also `polaris health`'s backlog warning)",
     "SSE_TRANSPORT": "how live events reach web instances: memory (one instance) or postgres (several)",
     "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR",
     "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
@@ -140,6 +145,11 @@ class Settings(BaseSettings):
     SYNC_IDLE_HYSTERESIS_TICKS: int = Field(2, ge=1)
     SYNC_CRON_SCHEDULE: str | None = None
 
+    ALERT_EMAILS: str = ""
+    ALERT_CHARGER_OFFLINE_MINUTES: int = Field(15, ge=1)
+    ALERT_SYNC_FAILURES: int = Field(3, ge=1)
+    ALERT_OUTBOX_STUCK_MINUTES: int = Field(30, ge=1)
+
     SSE_TRANSPORT: Literal["memory", "postgres"] = "postgres"
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -195,6 +205,15 @@ class Settings(BaseSettings):
     @property
     def metervalue_hmac_key(self) -> SecretStr | None:
         return self.STEVE_METERVALUE_HMAC_KEY or self.STEVE_PREAUTH_HMAC_KEY
+
+    @property
+    def alert_recipients(self) -> list[str]:
+        """ALERT_EMAILS split on commas, blanks dropped, duplicates removed (order kept)."""
+        seen: dict[str, None] = {}
+        for part in self.ALERT_EMAILS.split(","):
+            if part.strip():
+                seen.setdefault(part.strip(), None)
+        return list(seen)
 
     @property
     def oidc_enabled(self) -> bool:
@@ -264,6 +283,9 @@ class Settings(BaseSettings):
         problems += self._check_secret("STEVE_METERVALUE_HMAC_KEY", required=False)
         problems += self._check_secret("STEVE_API_KEY")
         problems += self._check_url("STEVE_BASE_URL")
+        bad = [a for a in self.alert_recipients if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", a)]
+        if bad:
+            problems.append(f"ALERT_EMAILS has {', '.join(bad)}, which is not an email address")
         if not self.local_mode and not self.COOKIE_DOMAIN:
             problems.append(
                 "COOKIE_DOMAIN is not set: it is " + PURPOSE["COOKIE_DOMAIN"]

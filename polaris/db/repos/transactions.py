@@ -61,8 +61,9 @@ async def start_transaction(
             """
             INSERT INTO ocpp.transactions
                 (charge_box_pk, connector_id, id_tag, id_tag_status, start_timestamp, meter_start,
-                 reservation_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 reservation_id, is_test)
+            VALUES ($1, $2, $3, $4, $5, $6, $7,
+                    coalesce((SELECT is_test FROM ocpp.charge_boxes WHERE id = $1), false))
             ON CONFLICT (charge_box_pk, connector_id, lower(id_tag), start_timestamp, meter_start)
             DO UPDATE SET updated_at = now()
             RETURNING id, (xmax = 0) AS created
