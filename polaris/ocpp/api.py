@@ -21,6 +21,7 @@ import base64
 import binascii
 import hmac
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -118,10 +119,12 @@ async def operation(request: web.Request) -> web.Response:
     charge_box_id = body.pop("chargeBoxId", None)
     if not isinstance(charge_box_id, str) or not charge_box_id:
         return _error(400, "invalid_request", "chargeBoxId (a string) is required")
+    started = time.perf_counter()
     try:
         answer = await commands.send_command(server, charge_box_id, op, body,
                                              requested_by=request.headers.get("X-Requested-By"))
     except commands.CommandError as exc:
+        server.metrics.command_seconds.labels(op).observe(time.perf_counter() - started)
         server.metrics.commands.labels(op, exc.code).inc()
         if not isinstance(exc, commands.ChargerCallError):
             return _error(exc.status, exc.code, str(exc))
@@ -129,6 +132,7 @@ async def operation(request: web.Request) -> web.Response:
                       errorDescription=exc.answer.description, errorDetails=exc.answer.details)
     except DB_UNAVAILABLE:
         return _error(503, "database_unavailable", "the database is unavailable; try again")
+    server.metrics.command_seconds.labels(op).observe(time.perf_counter() - started)
     server.metrics.commands.labels(op, "answered").inc()
     log.info("command answered", charge_box_id=charge_box_id, operation=op)
     return web.json_response({"chargeBoxId": charge_box_id, "operation": op, "response": answer})

@@ -10,6 +10,7 @@ queue drained by background workers: a slow or absent web process never delays a
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import json
@@ -49,6 +50,8 @@ class Hooks:
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(METER_QUEUE_SIZE)
         self._workers: list[asyncio.Task] = []
         self.dropped = 0  # meter-value posts lost to a full queue or a failed POST
+        # Failures by (hook, reason), for /metrics: reason is refused, timeout, error or queue_full.
+        self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
         self._last_failure_log = 0.0
 
     async def start(self) -> None:
@@ -89,13 +92,16 @@ class Hooks:
             async with asyncio.timeout(self.preauth_budget):
                 async with self._session.post(self.preauth_url, data=body, headers=headers) as resp:
                     if resp.status != 200:
+                        self.failures["pre-authorize", "refused"] += 1
                         self._log_failure("pre-authorize hook refused", status=resp.status)
                         return None
                     reply = await resp.json(content_type=None)
         except TimeoutError:
+            self.failures["pre-authorize", "timeout"] += 1
             self._log_failure("pre-authorize hook over budget", budget_ms=int(self.preauth_budget * 1000))
             return None
         except (aiohttp.ClientError, ValueError) as exc:
+            self.failures["pre-authorize", "error"] += 1
             self._log_failure("pre-authorize hook failed", error=exc.__class__.__name__)
             return None
         override = reply.get("override") if isinstance(reply, dict) else None
@@ -126,6 +132,7 @@ class Hooks:
             self._queue.put_nowait(body)
         except asyncio.QueueFull:
             self.dropped += 1
+            self.failures["meter-values", "queue_full"] += 1
             self._log_failure("meter-values hook queue full", dropped=self.dropped)
 
     async def _drain(self) -> None:
@@ -137,9 +144,12 @@ class Hooks:
                 async with self._session.post(self.meter_values_url, data=body, headers=headers) as resp:
                     if resp.status >= 300:
                         self.dropped += 1
+                        self.failures["meter-values", "refused"] += 1
                         self._log_failure("meter-values hook refused", status=resp.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.dropped += 1
+                reason = "timeout" if isinstance(exc, TimeoutError) else "error"
+                self.failures["meter-values", reason] += 1
                 self._log_failure("meter-values hook failed", error=exc.__class__.__name__)
             finally:
                 self._queue.task_done()

@@ -132,7 +132,9 @@ class OcppServer:
         self._tasks: set[asyncio.Task] = set()
         self._ws_server: Server | None = None
         self._background: list[asyncio.Task] = []
-        self.metrics = OcppMetrics(lambda: len(self.connections), lambda: self.hooks.dropped)
+        self.metrics = OcppMetrics(
+            lambda: len(self.connections), lambda: self.hooks.dropped, lambda: self.hooks.failures
+        )
 
     # --- life cycle ------------------------------------------------------------------------
 

@@ -249,3 +249,6 @@ async def test_metrics_count_messages_and_commands(ocpp, sim):
     assert 'polaris_ocpp_commands_total{operation="ClearCache",outcome="answered"} 1.0' in text
     assert 'polaris_ocpp_commands_total{operation="Reset",outcome="invalid_request"} 1.0' in text
     assert "polaris_ocpp_connected_chargers 1.0" in text
+    # Latency is observed for every outcome, the refused one included.
+    assert 'polaris_ocpp_command_seconds_count{operation="ClearCache"} 1.0' in text
+    assert 'polaris_ocpp_command_seconds_count{operation="Reset"} 1.0' in text

@@ -64,6 +64,9 @@ async def test_absent_web_process_falls_back(ocpp_settings, pool, charger, tag, 
         c = await open_charger(running.ws_url)
         assert (await c.ok("Authorize", {"idTag": tag}))["idTagInfo"]["status"] == "Accepted"
         await c.ws.close()
+        # On-call sees the failing hook on /metrics.
+        text = server.metrics.render().decode()
+        assert 'polaris_ocpp_hook_failures_total{hook="pre-authorize",reason="error"} 1.0' in text
     finally:
         await runner.cleanup()
         await server.close()
@@ -79,6 +82,7 @@ async def test_wrong_key_is_refused_by_the_receiver(settings, hooks_web):
     finally:
         await hooks.close()
     assert hooks_web.bad_signatures == 1 and hooks_web.preauth == []
+    assert hooks.failures == {("pre-authorize", "refused"): 1}
 
 
 async def test_meter_values_hook_posts_signed_samples_without_blocking(client, hooks_web, ocpp, tag):
