@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import time
 from collections.abc import AsyncIterator
 
 import httpx
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from polaris import __version__
 from polaris.config import Settings
@@ -28,6 +26,7 @@ from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth.middleware import auth_middleware
 from polaris.services.errors import error_middleware, json_error
+from polaris.services.metrics import metrics, metrics_middleware
 
 log = get_logger(__name__)
 
@@ -42,16 +41,6 @@ OPTIONAL_MODULES = (
     "polaris.services.push",
     "polaris.services.lago_webhooks",
     "polaris.customer_web",
-)
-
-REQUESTS = Counter(
-    "polaris_http_requests_total", "HTTP requests answered by the web process", ["method", "route", "status"]
-)
-LATENCY = Histogram(
-    "polaris_http_request_seconds",
-    "Time to answer an HTTP request",
-    ["route"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 
 _warned_local_mode = False
@@ -91,24 +80,6 @@ async def host_middleware(request: web.Request, handler):
     return await handler(request)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler):
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        info = request.match_info
-        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
-        REQUESTS.labels(request.method, route, str(status)).inc()
-        LATENCY.labels(route).observe(time.perf_counter() - start)
-
-
 async def healthz(request: web.Request) -> web.Response:
     """Alive: the process answers (no dependencies checked)."""
     return web.json_response({"status": "ok", "version": __version__})
@@ -127,11 +98,6 @@ async def readyz(request: web.Request) -> web.Response:
     if not current:
         return json_error(503, "migrations_pending", "the database needs `polaris migrate`")
     return web.json_response({"status": "ready"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _pool_ctx(settings: Settings, pool_size: int):

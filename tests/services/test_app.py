@@ -67,6 +67,45 @@ async def test_metrics_are_prometheus_text(api):
     assert 'polaris_http_requests_total{method="GET",route="/healthz",status="200"}' in text
 
 
+def _sample(text: str, name: str) -> float:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+async def test_metrics_report_the_deployment_from_the_database(api, conn):
+    # A fresh deployment: nothing waiting, no sync run yet (lag is NaN, not 0).
+    text = await (await api.get("/metrics")).text()
+    assert _sample(text, "polaris_metrics_database_up") == 1
+    assert _sample(text, "polaris_email_outbox_depth") == 0
+    assert str(_sample(text, "polaris_sync_lag_seconds")) == "nan"
+    await conn.execute(
+        "INSERT INTO ocpp.charge_boxes (charge_box_id, public_id, connected, is_test) "
+        "VALUES ('M-1', 'pm1', true, false), ('M-2', 'pm2', false, false), ('M-T', 'pmt', true, true)"
+    )
+    await conn.execute(
+        "INSERT INTO app.email_outbox (to_address, category, subject, html, text, created_at) "
+        "VALUES ('a@example.com', 'welcome', 's', 'h', 't', now() - interval '10 minutes')"
+    )
+    await conn.execute(
+        "INSERT INTO billing.sync_runs (started_at, finished_at, status) "
+        "VALUES (now() - interval '20 minutes', now() - interval '19 minutes', 'succeeded'), "
+        "       (now() - interval '5 minutes', now() - interval '4 minutes', 'failed')"
+    )
+    text = await (await api.get("/metrics")).text()
+    assert _sample(text, "polaris_chargers_connected") == 1  # the test charger does not count
+    assert _sample(text, "polaris_chargers_registered") == 2
+    assert _sample(text, "polaris_email_outbox_depth") == 1
+    assert 590 < _sample(text, "polaris_email_outbox_oldest_seconds") < 700
+    assert 1130 < _sample(text, "polaris_sync_lag_seconds") < 1250  # the failed run does not count
+
+
+async def test_metrics_count_hook_failures(api):
+    resp = await api.post("/api/ocpp/pre-authorize", data=b"{}", headers={"X-Signature": "nope"})
+    assert resp.status == 401
+    text = await (await api.get("/metrics")).text()
+    assert 'polaris_web_hook_failures_total{route="/api/ocpp/pre-authorize",status="401"}' in text
+
+
 async def test_admin_api_answers_only_on_the_admin_host(api, web_settings):
     resp = await api.get("/api/admin/v1/openapi.json", headers=ADMIN)
     assert resp.status == 200
