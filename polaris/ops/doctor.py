@@ -28,7 +28,9 @@ from polaris.config import ConfigError, Settings, cookie_domain_covers
 from polaris.db.migrate import MigrationError, pending_migrations
 from polaris.db.pool import connect, describe_connect_error
 
-Status = Literal["ok", "warn", "fail"]
+# "skip": a check that could not run because something it needs is down (`polaris health`
+# skips the database's figures while the database is unreachable); doctor never skips.
+Status = Literal["ok", "warn", "fail", "skip"]
 
 # A "4 GB" VPS reports about 3.8 GiB in MemTotal once the kernel has taken its share,
 # so the line is drawn a little below 4 GB rather than at it.
@@ -526,15 +528,22 @@ def as_json(results: list[CheckResult]) -> dict:
     return {"ready": not blocking(results), "counts": counts, "checks": [asdict(r) for r in results]}
 
 
-def render_text(results: list[CheckResult]) -> str:
-    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
-    lines = ["Polaris Express: ready to deploy?", ""]
+def checklist_lines(results: list[CheckResult], marks: dict[str, str]) -> list[str]:
+    """One line per check (mark, title, message), continuation lines, and a fix for each non-ok one."""
+    lines = []
     for r in results:
         first, *more = r.message.splitlines() or [""]
         lines.append(f"{marks[r.status]} {r.title}: {first}")
         lines.extend(f"       {line}" for line in more)
-        if r.status != "ok" and r.fix:
+        if r.status not in ("ok", "skip") and r.fix:
             lines.append(f"       fix: {r.fix}")
+    return lines
+
+
+def render_text(results: list[CheckResult]) -> str:
+    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+    lines = ["Polaris Express: ready to deploy?", ""]
+    lines += checklist_lines(results, marks)
     data = as_json(results)["counts"]
     lines.append("")
     summary = f"{data['ok']} ok, {data['warn']} warning(s), {data['fail']} failed"
