@@ -128,14 +128,17 @@ async def measure(dsn: str, n: int) -> list[dict]:
             token = (await resp.json())["token"]
             headers = {"Authorization": f"Bearer {token}"}
             page = await (await http.get(base + "/api/admin/v1/chargers", params={"limit": 50}, headers=headers)).json()
-            deep = page["next_cursor"]
-            for _ in range(100):  # walk to the middle of the fleet
+            # Walk up to 100 pages in (the middle of a 10k fleet); a small fleet stops at its last page.
+            deep = None
+            for _ in range(100):
+                if page["next_cursor"] is None:
+                    break
+                deep = page["next_cursor"]
                 page = await (await http.get(base + "/api/admin/v1/chargers",
                                              params={"limit": 50, "cursor": deep}, headers=headers)).json()
-                deep = page["next_cursor"]
             cases = [
                 ("chargers first page", "/api/admin/v1/chargers", {"limit": "50"}),
-                ("chargers page 100", "/api/admin/v1/chargers", {"limit": "50", "cursor": deep}),
+                ("chargers deep page", "/api/admin/v1/chargers", {"limit": "50", **({"cursor": deep} if deep else {})}),
                 ("chargers 500 per page", "/api/admin/v1/chargers", {"limit": "500"}),
                 ("chargers faulted", "/api/admin/v1/chargers", {"state": "faulted"}),
                 ("chargers charging", "/api/admin/v1/chargers", {"state": "charging"}),
