@@ -41,6 +41,8 @@ OPTIONAL_MODULES = (
     "polaris.services.push",
     "polaris.services.lago_webhooks",
     "polaris.customer_web",
+    "polaris.services.alerts",
+    "polaris.services.admin.alerts",
 )
 
 _warned_local_mode = False
