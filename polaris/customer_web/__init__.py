@@ -42,7 +42,10 @@ def setup(app: web.Application) -> None:
     env.filters["duration"] = _duration
     env.filters["when"] = _when
     env.globals["static"] = lambda name: STATIC_PREFIX + name
-    app.middlewares.append(error_pages)
+    # Before the auth middleware, so its refusals (a form without its CSRF token) get a page too.
+    auth_at = next((i for i, m in enumerate(app.middlewares) if m.__name__ == "auth_middleware"),
+                   len(app.middlewares))
+    app.middlewares.insert(auth_at, error_pages)
     app.on_response_prepare.append(add_security_headers)
     for module in (auth, charge, sessions, account):
         app.router.add_routes(module.routes)

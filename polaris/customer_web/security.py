@@ -52,7 +52,9 @@ async def error_pages(request: web.Request, handler):
         return _page(request, exc.status, exc.title_key, exc.message)
     except ApiError as exc:
         title = {404: "error_404_title", 403: "error_403_title"}.get(exc.status, "error_generic_title")
-        return _page(request, exc.status, title, exc.message)
+        # The API's wording names a header; a person gets the form's wording.
+        message = text("error_403_body") if exc.code == "csrf_failed" else exc.message
+        return _page(request, exc.status, title, message)
     except NotFound as exc:
         return _page(request, 404, "error_404_title", str(exc))
     except RepoError as exc:

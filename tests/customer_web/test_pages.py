@@ -93,8 +93,10 @@ async def test_signed_in_forms_need_the_csrf_token(browser, pool, make_customer,
     await sign_in(browser, pool, cust.email)
     for path, data in ((f"/sessions/{tx}/stop", {}), (f"/cards/{cust.card_id}/lost", {}),
                        ("/account/profile", {"name": "Mallory"}), ("/account/delete", {"confirm": "DELETE"})):
-        resp, _ = await browser.post(path, data, csrf=False)
+        resp, html = await browser.post(path, data, csrf=False)
         assert resp.status == 403, path
+        # A page for people, not the API's JSON.
+        assert resp.content_type == "text/html" and "<html" in html and "X-CSRF-Token" not in html
         resp, _ = await browser.post(path, {**data, "csrf_token": "wrong"}, csrf=False)
         assert resp.status == 403, path
     async with pool.acquire() as conn:
