@@ -20,7 +20,9 @@ Conditions (ALERT_* settings in polaris/config.py; docs/monitoring.md for operat
   ALERT_OUTBOX_STUCK_MINUTES. Only with CF_EMAIL_WORKER_URL set: without it mail stays in
   the outbox by design. The alert's own mail waits in that outbox too; the log line is
   the immediate signal.
-Without recipients incidents are still recorded and logged; no mail is queued.
+Without recipients incidents are still recorded and logged; no mail is queued. An
+incident still open when recipients are configured is mailed then (a clearing only
+within CLEAR_MAIL_WINDOW, and only when its opening was mailed).
 """
 
 from __future__ import annotations
@@ -174,6 +176,8 @@ async def evaluate_once(
                 edge = "open" if row["cleared_at"] is None else "clear"
                 title, message = compose(row, now)
                 details = {"Incident": f"#{row['id']} {row['kind']} {row['subject']}", "Since": _iso(row["opened_at"])}
+                if row["kind"] == "charger_offline":
+                    details["Detail"] = row["detail"]  # last seen, and the charger's description
                 if row["cleared_at"] is not None:
                     details["Cleared"] = _iso(row["cleared_at"])
                 for to in recipients:
@@ -239,7 +243,7 @@ def compose(row: asyncpg.Record, now: datetime) -> tuple[str, str]:
     title, what, todo = {
         "charger_offline": (
             f"Charger {subject} offline since {since} ({age})",
-            f"Charger {subject} has not been connected since {since} ({age}); {detail}.",
+            f"Charger {subject} has not been connected since {since} ({age}).",
             "Check its power and network (router, mobile signal); if it was just reconfigured, its "
             "OCPP URL and password. `polaris admin charger list` shows every charger's state.",
         ),

@@ -198,6 +198,14 @@ async def test_no_recipients_records_and_logs_without_mail(conn, settings, capsy
     assert len((await evaluate_once(conn, settings, now=T + MIN)).cleared) == 1
     assert await alert_mails(conn) == []
 
+    # Recipients configured later: an incident still open is mailed then, once.
+    await add_charger(conn, "CB-2", last_seen=T - 23 * MIN)
+    await evaluate_once(conn, settings, now=T + 2 * MIN)
+    later = settings.model_copy(update={"ALERT_EMAILS": "oncall@example.com"})
+    assert (await evaluate_once(conn, later, now=T + 3 * MIN)).mails == 1
+    assert (await evaluate_once(conn, later, now=T + 4 * MIN)).mails == 0
+    assert [m["subject"] for m in await alert_mails(conn)] == ["[Polaris Express] Charger CB-2 offline since 10:02 UTC (26 min)"]
+
 
 async def test_two_engines_at_once_mail_each_incident_once(pool, alert_settings):
     async with pool.acquire() as conn:
