@@ -215,6 +215,44 @@ async def test_admin_api_on_the_wrong_host_names_the_host_routing(stack, cli_env
     assert await row_counts(conn) == before
 
 
+async def test_overall_timeout_mid_session_still_cleans_up(stack, cli_env, conn, capsys):
+    before = await row_counts(conn)
+    # Meter values come every second, so 0.9 s ends the run with a session still open.
+    code = await polaris("smoke", "--ocpp-url", stack.ocpp_url, "--admin-url", stack.web_url, "--timeout", "0.9")
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "[ ok ] StartTransaction" in out
+    assert "[FAIL] MeterValues" in out and "overall time limit of 0.9 s (--timeout)" in out
+    assert "[skip] StopTransaction" in out and "[ ok ] cleanup" in out
+    assert await row_counts(conn) == before
+
+
+async def test_interrupted_run_cleans_up(stack, settings, conn):
+    """Ctrl-C: asyncio.run cancels the command's task; the clean-up still runs before it ends."""
+    from polaris.ops.smoke import START, SmokeOptions, run_smoke
+
+    before = await row_counts(conn)
+    started = asyncio.Event()
+    seen: list[str] = []
+
+    def on_step(step) -> None:
+        seen.append(step.name)
+        if step.name == START and step.ok:
+            started.set()
+
+    opts = SmokeOptions(
+        database_url=settings.database_url or "", ocpp_url=stack.ocpp_url, admin_url=stack.web_url,
+        admin_host="manage.example.com", timeout=30,
+    )
+    task = asyncio.create_task(run_smoke(opts, on_step))
+    await asyncio.wait_for(started.wait(), 20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen[-1] == "cleanup"
+    assert await row_counts(conn) == before
+
+
 async def test_cleanup_only_touches_test_chargers(conn):
     with pytest.raises(InvalidInput):
         smoke_repo.SmokeNames.from_charge_box_id(EXISTING_CHARGER)
