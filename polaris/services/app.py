@@ -42,7 +42,6 @@ OPTIONAL_MODULES = (
     "polaris.services.lago_webhooks",
     "polaris.customer_web",
     "polaris.services.alerts",
-    "polaris.services.admin.alerts",
 )
 
 _warned_local_mode = False

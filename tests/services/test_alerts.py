@@ -132,6 +132,24 @@ async def test_faulted_connector_opens_after_the_threshold_and_clears_when_no_fa
     assert (await alert_mails(conn))[-1]["subject"] == "[Polaris Express] Charger CB-F no longer faulted (faulted 26 min)"
 
 
+async def test_a_charger_resending_faulted_does_not_postpone_its_alert(conn, alert_settings):
+    from polaris.db.repos.connectors import record_status
+
+    pk = await add_charger(conn, "CB-R", last_seen=T, connected=True)
+
+    async def report(status, at):
+        await record_status(conn, charge_box_pk=pk, charge_box_id="CB-R", connector_id=1, status=status,
+                            error_code="GroundFailure" if status == "Faulted" else "NoError", info=None,
+                            vendor_id=None, vendor_error_code=None, status_at=at)
+
+    await report("Available", T - 60 * MIN)
+    await report("Faulted", T - 20 * MIN)
+    await report("Faulted", T - 2 * MIN)  # the same fault, reported again
+    result = await evaluate_once(conn, alert_settings, now=T)
+    assert [r["subject"] for r in result.opened] == ["CB-R"]
+    assert (await alert_mails(conn))[0]["subject"].endswith("faulted since 10:05 UTC (20 min)")
+
+
 async def test_sync_failing_after_n_consecutive_failures_only(conn, alert_settings):
     await add_sync_run(conn, "succeeded", at=T - 60 * MIN)
     await add_sync_run(conn, "failed", at=T - 50 * MIN, error="Lago answered 500")

@@ -41,15 +41,27 @@ async def offline_chargers(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def faulted_connectors(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Connectors of active, non-test chargers whose status is Faulted, with since when.
 
-    `since` is the charger's status timestamp, but never later than when we stored it
-    (a charger whose clock runs ahead must not postpone its alert).
+    `since` is when the connector went Faulted: the first Faulted report after its last
+    other status in the history (a charger re-sending "Faulted" does not postpone its
+    alert), by the charger's clock but never later than when we received it (a clock
+    running ahead must not postpone it either).
     """
     return await conn.fetch(
         """
         SELECT cb.charge_box_id, c.connector_id, c.error_code, c.vendor_error_code, c.info,
-               LEAST(c.status_at, c.updated_at) AS since
+               LEAST(c.status_at, c.updated_at, first_fault.at) AS since
         FROM ocpp.connectors c
         JOIN ocpp.charge_boxes cb ON cb.id = c.charge_box_pk
+        LEFT JOIN LATERAL (
+            SELECT min(LEAST(h.status_at, h.received_at)) AS at
+            FROM ocpp.connector_status_history h
+            WHERE h.charge_box_pk = c.charge_box_pk AND h.connector_id = c.connector_id
+              AND h.received_at > COALESCE(
+                  (SELECT max(o.received_at) FROM ocpp.connector_status_history o
+                   WHERE o.charge_box_pk = c.charge_box_pk AND o.connector_id = c.connector_id
+                     AND o.status <> 'Faulted'),
+                  '-infinity')
+        ) first_fault ON true
         WHERE cb.active AND NOT cb.is_test AND c.status = 'Faulted'
         ORDER BY cb.charge_box_id, c.connector_id
         """

@@ -18,6 +18,7 @@ AREAS = (
     "billing",
     "audit_log",
     "live",
+    "alerts",
 )
 
 
