@@ -391,6 +391,8 @@ class _State:
             body = resp.json()
         except ValueError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
         if resp.status_code == 404 and "not served on this host" in str(body.get("message", "")):
             raise StepFailed(
                 f"{url} is not served for Host {self.opts.admin_host}",
