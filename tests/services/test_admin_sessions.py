@@ -137,11 +137,16 @@ async def test_dashboard_and_health(api, pool, operator):
     async with pool.acquire() as conn:
         await conn.execute("UPDATE ocpp.charge_boxes SET connected = true WHERE charge_box_id = 'CB-1'")
         await conn.execute("UPDATE ocpp.charge_boxes SET last_seen_at = now() - interval '1 hour' WHERE charge_box_id = 'CB-2'")
+        # A smoke test's charger is not part of the fleet.
+        await conn.execute("INSERT INTO ocpp.charge_boxes (charge_box_id, public_id, is_test, last_seen_at) "
+                           "VALUES ('SMOKE-1', 'smk1', true, now() - interval '1 hour')")
     resp = await api.get(f"{API}/dashboard", headers=operator.headers)
     assert resp.status == 200, await resp.text()
     d = await resp.json()
     assert (d["chargers_online"], d["chargers_offline"], d["active_sessions"], d["stuck_sessions"]) == (1, 1, 1, 1)
     assert {a["kind"] for a in d["alerts"]} >= {"chargers_offline", "stuck_sessions"}
+    (offline,) = [a for a in d["alerts"] if a["kind"] == "chargers_offline"]
+    assert offline["message"] == "1 charger(s) offline for more than 15 minutes"  # ALERT_CHARGER_OFFLINE_MINUTES
     health = await (await api.get(f"{API}/health", headers=operator.headers)).json()
     checks = {c["name"]: c for c in health["items"]}
     assert checks["database"]["ok"] and checks["migrations"]["ok"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import asyncpg
 
@@ -434,8 +435,10 @@ async def charge_boxes_seen_with_tag(conn: asyncpg.Connection, id_tag: str, *, r
     return sorted(r["charge_box_id"] for r in rows)
 
 
-async def fleet_counts(conn: asyncpg.Connection) -> asyncpg.Record:
-    """Active chargers online / offline / faulted / charging (the dashboard's first line)."""
+async def fleet_counts(conn: asyncpg.Connection, offline_for: timedelta) -> asyncpg.Record:
+    """Active chargers online / offline / faulted / charging (the dashboard's first line),
+    and how many have been offline longer than `offline_for` after having connected once.
+    Test chargers (`polaris smoke`) are not part of the fleet."""
     return await conn.fetchrow(
         f"""
         WITH per_box AS (
@@ -445,10 +448,13 @@ async def fleet_counts(conn: asyncpg.Connection) -> asyncpg.Record:
         SELECT count(*) FILTER (WHERE cb.connected) AS online,
                count(*) FILTER (WHERE NOT cb.connected) AS offline,
                count(*) FILTER (WHERE p.faulted) AS faulted,
-               count(*) FILTER (WHERE p.charging) AS charging
+               count(*) FILTER (WHERE p.charging) AS charging,
+               count(*) FILTER (WHERE NOT cb.connected AND cb.last_seen_at < now() - $1::interval)
+                   AS long_offline
         FROM ocpp.charge_boxes cb LEFT JOIN per_box p ON p.charge_box_pk = cb.id
-        WHERE cb.active
-        """
+        WHERE cb.active AND NOT cb.is_test
+        """,
+        offline_for,
     )
 
 

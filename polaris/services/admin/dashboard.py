@@ -17,7 +17,6 @@ from polaris.services.admin.common import pool
 from polaris.services.openapi import Call, Out, add_endpoints, endpoint
 
 TAG = "dashboard"
-OFFLINE_ALERT = timedelta(minutes=10)
 # Every console polls the dashboard; the figures are the same for all of them, and live
 # changes arrive by SSE. Two seconds of staleness buys one computation per instance.
 CACHE_SECONDS = 2.0
@@ -67,21 +66,18 @@ async def dashboard(request: web.Request, call: Call) -> DashboardOut:
 
 async def _compute_dashboard(request: web.Request) -> DashboardOut:
     async with pool(request).acquire() as conn:
-        fleet = await charge_boxes.fleet_counts(conn)
+        offline_for = timedelta(minutes=request.app[appkeys.SETTINGS].ALERT_CHARGER_OFFLINE_MINUTES)
+        fleet = await charge_boxes.fleet_counts(conn, offline_for)
         figures = await transaction_reports.session_figures(conn)
         sync = await sync_status(conn)
-        long_offline = await conn.fetchval(
-            "SELECT count(*) FROM ocpp.charge_boxes WHERE active AND NOT connected "
-            "AND last_seen_at IS NOT NULL AND last_seen_at < now() - $1::interval",
-            OFFLINE_ALERT,
-        )
         failed_runs = await conn.fetchval(
             "SELECT count(*) FROM billing.sync_runs WHERE status = 'failed' AND started_at > now() - interval '1 day'"
         )
     alerts: list[Alert] = []
-    if long_offline:
+    if fleet["long_offline"]:
         alerts.append(Alert(severity="warning", kind="chargers_offline",
-                            message=f"{long_offline} charger(s) offline for more than {OFFLINE_ALERT.seconds // 60} minutes"))
+                            message=f"{fleet['long_offline']} charger(s) offline for more than "
+                                    f"{offline_for.total_seconds() // 60:.0f} minutes"))
     if fleet["faulted"]:
         alerts.append(Alert(severity="warning", kind="faults", message=f"{fleet['faulted']} charger(s) report a fault"))
     if figures["stuck_sessions"]:
