@@ -1,5 +1,5 @@
-"""The operations docs stay true to the code: commands they show exist (or say "planned"),
-files they name exist, and their links between pages resolve."""
+"""The operations docs stay true to the code: commands they show exist, files they name
+exist, and their links between pages resolve."""
 
 import re
 from pathlib import Path
@@ -10,7 +10,6 @@ from polaris.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-PLANNED = {"health", "smoke"}
 
 
 def command_names():
@@ -33,15 +32,13 @@ def test_every_operations_page_exists():
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
-def test_commands_exist_or_are_marked_planned(page):
+def test_commands_exist(page):
     text = page.read_text()
     named = set(re.findall(r"\bpolaris ([a-z]+)\b", text))
     # prose like "polaris doctor's" or "Polaris Express" is not a command
     named -= {"express"}
     missing = named - command_names()
-    assert missing <= PLANNED, f"{page.name} shows commands that do not exist: {missing - PLANNED}"
-    if missing:
-        assert "planned" in text.lower(), f"{page.name} must say {missing} are planned"
+    assert not missing, f"{page.name} shows commands that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
