@@ -249,7 +249,8 @@ def _http(ctx: DoctorContext) -> httpx.AsyncClient:
     return ctx.http
 
 
-def _describe_http_error(exc: httpx.HTTPError) -> str:
+def describe_http_error(exc: httpx.HTTPError) -> str:
+    """One line for a person: what went wrong with an HTTP request (the class name at least)."""
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
 
 
@@ -264,7 +265,7 @@ async def check_lago_reachable(ctx: DoctorContext) -> CheckResult:
             "lago_reachable",
             title,
             "fail",
-            f"{url}: {_describe_http_error(exc)}",
+            f"{url}: {describe_http_error(exc)}",
             "allow outbound HTTPS (443) from this host to Lago; check LAGO_API_URL and any proxy",
         )
     if r.status_code >= 500:
@@ -289,7 +290,7 @@ async def check_lago_metric(ctx: DoctorContext) -> CheckResult:
         r = await _http(ctx).get(url, headers={"Authorization": f"Bearer {key}"})
     except httpx.HTTPError as exc:
         return CheckResult(
-            "lago_metric", title, "fail", f"{_describe_http_error(exc)}", "see the outbound HTTPS check"
+            "lago_metric", title, "fail", f"{describe_http_error(exc)}", "see the outbound HTTPS check"
         )
     if r.status_code == 200:
         try:
@@ -342,7 +343,7 @@ async def check_email_worker(ctx: DoctorContext) -> CheckResult:
             "email_worker",
             title,
             "fail",
-            f"{url}: {_describe_http_error(exc)}",
+            f"{url}: {describe_http_error(exc)}",
             "check CF_EMAIL_WORKER_URL and that the worker is deployed (`wrangler deploy`)",
         )
     if r.status_code != 200:

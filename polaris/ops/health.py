@@ -28,10 +28,10 @@ from polaris.db.repos import billing, health
 from polaris.ops.doctor import (
     CheckResult,
     DoctorContext,
-    _describe_http_error,
     check_lago_metric,
     check_lago_reachable,
     checklist_lines,
+    describe_http_error,
 )
 from polaris.sync.cadence import CRON, next_run_at
 
@@ -180,7 +180,7 @@ async def check_web(ctx: HealthContext) -> CheckResult:
             "web",
             title,
             "fail",
-            f"{url}: down ({_describe_http_error(exc)})",
+            f"{url}: down ({describe_http_error(exc)})",
             "start the web service (`docker compose up -d web`) and read `docker compose logs web`; "
             "WEB_INTERNAL_URL must reach it from where health runs",
         )
@@ -223,17 +223,18 @@ async def check_ocpp(ctx: HealthContext) -> CheckResult:
             "ocpp",
             title,
             "fail",
-            f"{url}: down ({_describe_http_error(exc)}); chargers cannot connect",
+            f"{url}: down ({describe_http_error(exc)}); chargers cannot connect",
             "start the OCPP server (`docker compose up -d ocpp`) and read `docker compose logs ocpp`; "
             "STEVE_BASE_URL must reach its command API from where health runs",
         )
     if r.status_code == 401:
+        why = "STEVE_API_KEY is not set here" if not key else "it refused STEVE_API_USERNAME / STEVE_API_KEY"
         return CheckResult(
             "ocpp",
             title,
             "warn",
-            f"{url} answers, but refused STEVE_API_USERNAME / STEVE_API_KEY: the web cannot send "
-            "commands (remote start, reset) either",
+            f"{url} answers, but {why}: without them the web cannot send commands (remote start, "
+            "reset) either",
             "give web and ocpp the same STEVE_API_USERNAME and STEVE_API_KEY (one .env for all services)",
         )
     status = _json(r)
@@ -358,7 +359,7 @@ async def _probe_email_worker(ctx: HealthContext) -> str | None:
     try:
         r = await _http(ctx).get(url)
     except httpx.HTTPError as exc:
-        return f"email worker {url} unreachable ({_describe_http_error(exc)})"
+        return f"email worker {url} unreachable ({describe_http_error(exc)})"
     if r.status_code != 200:
         return f"email worker {url} answered HTTP {r.status_code}"
     return None
@@ -403,7 +404,8 @@ async def check_unbillable(ctx: HealthContext) -> CheckResult:
     if events["invalid"]:
         fixes.append("the admin site's billing page shows Lago's reason for each refused event; retry after fixing it")
     if events["pending_old"]:
-        detail += f" ({events['pending_old']} for more than {UNDELIVERED_WARN_AGE.seconds // 3600} h)"
+        hours = UNDELIVERED_WARN_AGE.total_seconds() / 3600
+        detail += f" ({events['pending_old']} for more than {hours:g} h)"
         fixes.append("delivery to Lago keeps failing: see the Lago and sync lines")
     if fixes:
         return CheckResult("unbillable", title, "warn", detail, "; ".join(fixes))

@@ -417,3 +417,22 @@ async def test_watch_reruns_until_ctrl_c_and_exits_with_the_last_code(deployment
     docs = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and naps == [0.1, 0.1]
     assert [d["status"] for d in docs] == ["ok", "ok"]
+
+
+async def test_ocpp_api_refusing_the_credentials_is_a_warning(deployment, capsys, monkeypatch):
+    monkeypatch.setenv("STEVE_API_KEY", "x" * 32)
+    code, doc = await health_json(capsys)
+    ocpp = by_name(doc)["ocpp"]
+    assert code == 1 and ocpp["status"] == "warning"
+    assert "refused STEVE_API_USERNAME / STEVE_API_KEY" in ocpp["detail"]
+    assert "same STEVE_API_USERNAME and STEVE_API_KEY" in ocpp["fix"]
+
+
+async def test_without_database_url_health_says_where_to_run(deployment, capsys, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL")
+    code, doc = await health_json(capsys)
+    database = by_name(doc)["database"]
+    assert code == 2 and database["status"] == "critical"
+    assert database["detail"] == "DATABASE_URL is not set, so health cannot find the deployment's database"
+    assert "docker compose exec web polaris health" in database["fix"]
+    assert by_name(doc)["alerts"]["status"] == "unknown"
