@@ -49,6 +49,11 @@ UNDELIVERED_WARN_AGE = timedelta(hours=1)
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
 # doctor's statuses in the words of the health contract (JSON and the summary line).
 WORDS = {"ok": "ok", "warn": "warning", "fail": "critical", "skip": "unknown"}
+# One title per check, in the checklist's words (the JSON names are the keys).
+TITLES = {
+    "database": "Database", "web": "Web", "ocpp": "OCPP server", "sync": "Billing sync", "email": "Email",
+    "lago": "Lago", "unbillable": "Unbillable backlog", "alerts": "Operator alerts",
+}
 MARKS = {"ok": "[ ok ]", "warn": "[WARN]", "fail": "[CRIT]", "skip": "[skip]"}
 
 
@@ -126,7 +131,7 @@ def _at(t: datetime) -> str:
 
 async def check_database(ctx: HealthContext) -> CheckResult:
     """DATABASE_URL answers; the server's version; every migration this code knows is applied."""
-    title = "Database"
+    title = TITLES["database"]
     try:
         pool = await ctx.pool()
     except DatabaseDown as exc:
@@ -171,7 +176,7 @@ async def check_database(ctx: HealthContext) -> CheckResult:
 
 async def check_web(ctx: HealthContext) -> CheckResult:
     """The web process's /readyz answers 200 ready (its database reachable, its schema current)."""
-    title = "Web"
+    title = TITLES["web"]
     url = ctx.settings.WEB_INTERNAL_URL.rstrip("/") + "/readyz"
     try:
         r = await _http(ctx).get(url)
@@ -213,7 +218,7 @@ def _json(r: httpx.Response) -> dict[str, Any]:
 async def check_ocpp(ctx: HealthContext) -> CheckResult:
     """The OCPP server's command API answers; chargers connected, compared with those registered."""
     s = ctx.settings
-    title = "OCPP server"
+    title = TITLES["ocpp"]
     url = s.STEVE_BASE_URL.rstrip("/") + "/api/v1/status"
     key = s.STEVE_API_KEY.get_secret_value() if s.STEVE_API_KEY else ""
     try:
@@ -272,7 +277,7 @@ async def check_ocpp(ctx: HealthContext) -> CheckResult:
 async def check_sync(ctx: HealthContext) -> CheckResult:
     """The last succeeded billing sync is within its cadence; runs are not failing in a row."""
     s = ctx.settings
-    title = "Billing sync"
+    title = TITLES["sync"]
     try:
         pool = await ctx.pool()
     except DatabaseDown as exc:
@@ -309,7 +314,7 @@ async def check_sync(ctx: HealthContext) -> CheckResult:
 async def check_email(ctx: HealthContext) -> CheckResult:
     """Mail leaves the outbox: nothing undelivered for too long, and the email worker answers."""
     s = ctx.settings
-    title = "Email"
+    title = TITLES["email"]
     worker_problem: str | None = None
     worker_task = asyncio.ensure_future(_probe_email_worker(ctx)) if s.CF_EMAIL_WORKER_URL else None
     try:
@@ -367,7 +372,7 @@ async def _probe_email_worker(ctx: HealthContext) -> str | None:
 
 async def check_lago(ctx: HealthContext) -> CheckResult:
     """Lago answers and accepts the key (doctor's probes); a Lago outage delays billing, no more."""
-    title = "Lago"
+    title = TITLES["lago"]
     if not ctx.settings.LAGO_API_KEY:
         return CheckResult("lago", title, "ok", "not configured (LAGO_API_KEY unset)")
     doctor = DoctorContext(settings=ctx.settings, timeout=ctx.timeout, http=ctx.http)
@@ -381,7 +386,7 @@ async def check_lago(ctx: HealthContext) -> CheckResult:
 
 async def check_unbillable(ctx: HealthContext) -> CheckResult:
     """Sessions held back from billing and usage events Lago does not have yet."""
-    title = "Unbillable backlog"
+    title = TITLES["unbillable"]
     try:
         pool = await ctx.pool()
     except DatabaseDown as exc:
@@ -414,7 +419,7 @@ async def check_unbillable(ctx: HealthContext) -> CheckResult:
 
 async def check_alerts(ctx: HealthContext) -> CheckResult:
     """Operator alerts still open (chargers offline or faulted, sync failing, outbox stuck)."""
-    title = "Operator alerts"
+    title = TITLES["alerts"]
     try:
         pool = await ctx.pool()
     except DatabaseDown as exc:
@@ -446,11 +451,6 @@ CHECKS: tuple[Callable[[HealthContext], Awaitable[CheckResult]], ...] = (
     check_unbillable,
     check_alerts,
 )
-
-TITLES = {
-    "database": "Database", "web": "Web", "ocpp": "OCPP server", "sync": "Billing sync", "email": "Email",
-    "lago": "Lago", "unbillable": "Unbillable backlog", "alerts": "Operator alerts",
-}
 
 
 # --- running them -------------------------------------------------------------------
