@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=_seconds, default=5.0, metavar="SECONDS",
         help="time limit for each service to answer (default 5)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, config_error_exit=3)  # Nagios UNKNOWN when the settings cannot be read
 
 
 def _seconds(text: str) -> float:

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        return 1
+        # A monitoring plugin (`polaris health`) says UNKNOWN (3) when it cannot even start.
+        return getattr(args, "config_error_exit", 1)
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     args.settings = settings
     try:

@@ -67,10 +67,14 @@ class HealthContext:
     timeout: float = DEFAULT_TIMEOUT
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     http: httpx.AsyncClient | None = field(default=None, repr=False)
+    # A process that has a pool already (the web's admin API) lends it; it is not closed here.
+    shared_pool: asyncpg.Pool | None = field(default=None, repr=False)
     _pool: asyncio.Task[asyncpg.Pool] | None = field(default=None, repr=False)
 
     async def pool(self) -> asyncpg.Pool:
         """The shared pool (opened once, by whichever check asks first); DatabaseDown if it cannot be."""
+        if self.shared_pool is not None:
+            return self.shared_pool
         if self._pool is None:
             self._pool = asyncio.ensure_future(self._open_pool())
         try:
@@ -469,14 +473,15 @@ async def _guarded(check: Callable[[HealthContext], Awaitable[CheckResult]], ctx
         return CheckResult(name, title, "fail", f"the check itself failed: {exc.__class__.__name__}: {exc}", "report this")
 
 
-async def run_checks(ctx: HealthContext) -> list[CheckResult]:
-    """Every check, concurrently, in the checklist's order."""
+async def run_checks(ctx: HealthContext, *, exclude: frozenset[str] = frozenset()) -> list[CheckResult]:
+    """Every check (but those named in `exclude`), concurrently, in the checklist's order."""
     own_client = ctx.http is None
     if own_client:
         # trust_env=False: the services' internal URLs are never reached through a proxy.
         ctx.http = httpx.AsyncClient(timeout=ctx.timeout, follow_redirects=False, trust_env=False)
     try:
-        return list(await asyncio.gather(*(_guarded(c, ctx) for c in CHECKS)))
+        checks = [c for c in CHECKS if c.__name__.removeprefix("check_") not in exclude]
+        return list(await asyncio.gather(*(_guarded(c, ctx) for c in checks)))
     finally:
         await ctx.close()
         if own_client and ctx.http is not None:

@@ -222,7 +222,9 @@ class Dashboard(ApiModel):
 class HealthCheck(ApiModel):
     name: str
     ok: bool
+    status: str | None = None  # ok, warning, critical, unknown
     detail: str | None = None
+    fix: str | None = None
 
 
 T = TypeVar("T")

@@ -436,3 +436,10 @@ async def test_without_database_url_health_says_where_to_run(deployment, capsys,
     assert database["detail"] == "DATABASE_URL is not set, so health cannot find the deployment's database"
     assert "docker compose exec web polaris health" in database["fix"]
     assert by_name(doc)["alerts"]["status"] == "unknown"
+
+
+async def test_unreadable_settings_are_unknown_for_nagios(deployment, capsys, monkeypatch):
+    monkeypatch.setenv("WEB_PORT", "not-a-port")
+    code = await asyncio.to_thread(main, ["health"])
+    assert code == 3  # UNKNOWN: health could not even start
+    assert "WEB_PORT" in capsys.readouterr().err

@@ -148,6 +148,10 @@ async def test_dashboard_and_health(api, pool, operator):
     (offline,) = [a for a in d["alerts"] if a["kind"] == "chargers_offline"]
     assert offline["message"] == "1 charger(s) offline for more than 15 minutes"  # ALERT_CHARGER_OFFLINE_MINUTES
     health = await (await api.get(f"{API}/health", headers=operator.headers)).json()
+    # The same checks as `polaris health`, but the web's own (this request is its answer).
     checks = {c["name"]: c for c in health["items"]}
-    assert checks["database"]["ok"] and checks["migrations"]["ok"]
-    assert checks["ocpp server"]["ok"] is False, "nothing listens at STEVE_BASE_URL in this test"
+    assert list(checks) == ["database", "ocpp", "sync", "email", "lago", "unbillable", "alerts"]
+    assert checks["database"]["ok"] and "migrations applied" in checks["database"]["detail"]
+    assert checks["ocpp"]["status"] == "critical", "nothing listens at STEVE_BASE_URL in this test"
+    assert checks["ocpp"]["fix"]
+    assert health["status"] == "critical" and health["ok"] is False

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import httpx
 from aiohttp import web
 from pydantic import Field
 
-from polaris.db.migrate import is_current
 from polaris.db.repos import charge_boxes, transaction_reports
+from polaris.ops import health as ops_health
 from polaris.services import appkeys
 from polaris.services.admin.billing import SyncStatusOut, sync_status
 from polaris.services.admin.common import pool
@@ -20,6 +19,7 @@ TAG = "dashboard"
 # Every console polls the dashboard; the figures are the same for all of them, and live
 # changes arrive by SSE. Two seconds of staleness buys one computation per instance.
 CACHE_SECONDS = 2.0
+HEALTH_TIMEOUT_S = 3.0
 _CACHE: web.AppKey[dict] = web.AppKey("dashboard_cache")
 
 
@@ -45,11 +45,14 @@ class DashboardOut(Out):
 class HealthCheck(Out):
     name: str
     ok: bool
+    status: str = Field(description="ok, warning, critical, or unknown (the database it needs is down)")
     detail: str | None = None
+    fix: str | None = Field(None, description="what to do, when the check is not ok")
 
 
 class HealthOut(Out):
     ok: bool
+    status: str = Field(description="the worst check: ok, warning or critical")
     items: list[HealthCheck]
 
 
@@ -102,29 +105,21 @@ async def _compute_dashboard(request: web.Request) -> DashboardOut:
     )
 
 
-@endpoint("GET", "/api/admin/v1/health", summary="Health of the parts the web process depends on", tag=TAG, response=HealthOut)
+@endpoint("GET", "/api/admin/v1/health",
+          summary="The deployment's health: the checks of `polaris health`, run by this web instance",
+          tag=TAG, response=HealthOut)
 async def health(request: web.Request, call: Call) -> HealthOut:
-    settings = request.app[appkeys.SETTINGS]
-    checks: list[HealthCheck] = []
-    async with pool(request).acquire() as conn:
-        checks.append(HealthCheck(name="database", ok=True, detail="reachable"))
-        current = await is_current(conn, request.app[appkeys.MIGRATIONS])
-        checks.append(HealthCheck(name="migrations", ok=current, detail=None if current else "run `polaris migrate`"))
-        sync = await sync_status(conn)
-    last = sync.last_success_at
-    stale = last is None or datetime.now(UTC) - last > timedelta(days=8)
-    checks.append(HealthCheck(name="billing sync", ok=not stale,
-                              detail=f"last success {last.isoformat()}" if last else "no successful run yet"))
-    try:
-        resp = await request.app[appkeys.HTTP_CLIENT].get(settings.STEVE_BASE_URL.rstrip("/") + "/healthz", timeout=2)
-        checks.append(HealthCheck(name="ocpp server", ok=resp.status_code < 500, detail=f"HTTP {resp.status_code}"))
-    except httpx.HTTPError as exc:
-        checks.append(HealthCheck(name="ocpp server", ok=False, detail=f"unreachable ({exc.__class__.__name__})"))
-    checks.append(HealthCheck(
-        name="email", ok=True,
-        detail="worker configured" if settings.email_worker_enabled else "kept in the outbox (CF_EMAIL_WORKER_URL unset)",
-    ))
-    return HealthOut(ok=all(c.ok for c in checks), items=checks)
+    ctx = ops_health.HealthContext(settings=request.app[appkeys.SETTINGS], timeout=HEALTH_TIMEOUT_S,
+                                   shared_pool=pool(request))
+    # The web check would ask this very process: answering this request is its answer.
+    results = await ops_health.run_checks(ctx, exclude=frozenset({"web"}))
+    items = [
+        HealthCheck(name=r.name, ok=r.status == "ok", status=ops_health.WORDS[r.status], detail=r.message,
+                    fix=r.fix if r.status != "ok" else None)
+        for r in results
+    ]
+    status = ops_health.overall(results)
+    return HealthOut(ok=status == "ok", status=status, items=items)
 
 
 def setup(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""The deployment's health as the admin API sees it."""
+"""The deployment's health as the admin API sees it: the checks of `polaris health`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ from polaris.tui.screens.base import ForwardWorkerErrors
 
 if TYPE_CHECKING:
     from polaris.tui.app import PolarisApp
+
+
+STATE_MARKUP = {
+    "ok": "[green]ok[/]",
+    "warning": "[yellow]WARNING[/]",
+    "critical": "[red]CRITICAL[/]",
+    "unknown": "[dim]unknown[/]",
+}
 
 
 class HealthScreen(ForwardWorkerErrors, Screen):
@@ -47,4 +55,8 @@ class HealthScreen(ForwardWorkerErrors, Screen):
         t = self.query_one(DataTable)
         t.clear()
         for c in message.checks:
-            t.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail or "")
+            state = c.status or ("ok" if c.ok else "critical")
+            detail = c.detail or ""
+            if c.fix:
+                detail += f" — fix: {c.fix}"
+            t.add_row(c.name, STATE_MARKUP.get(state, state), detail)
