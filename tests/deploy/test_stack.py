@@ -41,12 +41,11 @@ class Stack:
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
 
     async def start(self, name: str, *args: str) -> None:
-        log = open(self.cwd / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "polaris", *args, env=self.env, cwd=self.cwd,
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with (self.cwd / f"{name}.log").open("wb") as log:
+            self.procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "polaris", *args, env=self.env, cwd=self.cwd,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
 
     async def stop(self, name: str) -> int:
         proc = self.procs.pop(name)
