@@ -377,3 +377,17 @@ def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
             msg = err["msg"]
             problems.append(f"{name} is invalid: {msg}" + (f" ({purpose})" if purpose else ""))
         raise ConfigError(problems) from None
+
+
+def ocpp_public_host() -> str | None:
+    """OCPP_HOST, the hostname chargers connect to, from the environment or `.env`.
+
+    It is Caddy's setting (it terminates WSS there), not one the Python processes read, so
+    it is not in `Settings`; doctor checks it and smoke connects through it.
+    """
+    value = os.environ.get("OCPP_HOST")
+    if value is None and os.path.exists(".env"):
+        from dotenv import dotenv_values
+
+        value = dotenv_values(".env").get("OCPP_HOST")
+    return (value or "").strip().lower() or None

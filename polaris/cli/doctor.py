@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 
-from dotenv import dotenv_values
+from polaris.config import ocpp_public_host
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _ocpp_host(args: argparse.Namespace) -> str | None:
-    # OCPP_HOST is Caddy's setting, not one the Python processes read, so it is not in Settings.
-    value = args.ocpp_host or os.environ.get("OCPP_HOST")
-    if value is None and os.path.exists(".env"):
-        value = dotenv_values(".env").get("OCPP_HOST")
-    return value.strip().lower() or None if value else None
+    return args.ocpp_host.strip().lower() or None if args.ocpp_host else ocpp_public_host()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,14 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-
-from dotenv import dotenv_values
 
 from polaris.cli.database import resolve_database_url
 from polaris.cli.errors import CommandError
-from polaris.config import Settings
+from polaris.config import Settings, ocpp_public_host
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,11 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def default_ocpp_url(settings: Settings) -> str:
     """wss://OCPP_HOST/ocpp (the public URL, through Caddy) when OCPP_HOST is known, else local."""
-    # OCPP_HOST is Caddy's setting, not one the Python processes read, so it is not in Settings.
-    host = os.environ.get("OCPP_HOST")
-    if host is None and os.path.exists(".env"):
-        host = dotenv_values(".env").get("OCPP_HOST")
-    host = (host or "").strip().lower()
+    host = ocpp_public_host()
     if host:
         return f"wss://{host}/ocpp"
     return f"ws://127.0.0.1:{settings.OCPP_PORT}/ocpp"
