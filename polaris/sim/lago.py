@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -36,6 +37,16 @@ def _error(status: int, error: str, code: str, details: Any = None) -> web.Respo
     if details is not None:
         body["error_details"] = details
     return web.json_response(body, status=status)
+
+
+@dataclass
+class Hold:
+    """One parked request: `arrived` is set when it comes in; it goes on once `release` is set."""
+
+    method: str
+    path: str
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FakeLago:
@@ -73,6 +84,7 @@ class FakeLago:
         # set `crashed` so a test can kill the worker there.
         self.crash_at: tuple[int, str] | None = None
         self.crashed = asyncio.Event()
+        self._holds: list[Hold] = []
         self._count = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -131,6 +143,12 @@ class FakeLago:
         self._random_kinds = kinds
         self._rng = random.Random(seed)
 
+    def hold_next(self, method: str, path: str) -> Hold:
+        """Park the next `method path` request until the test releases it (a slow Lago, on cue)."""
+        hold = Hold(method.upper(), path)
+        self._holds.append(hold)
+        return hold
+
     def clear_faults(self) -> None:
         self._script.clear()
         self._random_rate = 0.0
@@ -184,6 +202,11 @@ class FakeLago:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "Unauthorized", "unauthorized")
         self._count += 1
+        hold = next((h for h in self._holds if (h.method, h.path) == (request.method, request.path)), None)
+        if hold is not None:
+            self._holds.remove(hold)
+            hold.arrived.set()
+            await hold.release.wait()
         if self.crash_at == (self._count, "before"):
             self.crashed.set()
         fault = self._next_fault()

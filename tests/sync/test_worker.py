@@ -229,3 +229,46 @@ async def test_two_engines_at_once_never_double_bill(conn, pool, sync_settings, 
             await c.aclose()
     assert fake_lago.wh_by_subscription() == {"sub_sb": sum(5_000 + tx for tx in txs)}
     assert await billing.list_unbillable(conn) == []
+
+
+async def test_a_plan_made_on_stale_rows_is_not_recorded(conn, pool, sync_settings, fake_lago, clock):
+    """Worker A reads a session, stalls; worker B bills newer energy; A's stale plan is dropped.
+
+    The events differ (other meter readings, so other ids): only the recorded-energy guard
+    in `record_events` stands between this and a doubled kWh.
+    """
+    import asyncio
+
+    from sync_helpers import make_client
+
+    from polaris.sync.worker import SyncEngine
+
+    fake_lago.add_subscription("sub_stale")
+    cb = await add_charger(conn)
+    await add_customer(conn, "stale@example.com", subscription="sub_stale", tag="STALE")
+    tx = await start_tx(conn, cb, "STALE", meter_start=0)
+    await add_register(conn, cb, tx, at=T0 + timedelta(minutes=10), value=1_000)
+    clients = [make_client(fake_lago), make_client(fake_lago)]
+    a, b = (SyncEngine(pool, c, sync_settings, clock=clock) for c in clients)
+    try:
+        # A has read the session (1,000 Wh to bill, nothing recorded) and asks Lago about
+        # the subscription: Lago is slow to answer.
+        hold = fake_lago.hold_next("GET", "/api/v1/subscriptions/sub_stale")
+        run_a = asyncio.create_task(a.run())
+        await asyncio.wait_for(hold.arrived.wait(), 10)
+        # Meanwhile the session goes on and B bills all of it.
+        await add_register(conn, cb, tx, at=T0 + timedelta(minutes=20), value=2_500)
+        result_b = await b.run()
+        assert (result_b.events_sent, result_b.wh_sent) == (1, 2_500)
+        hold.release.set()
+        result_a = await asyncio.wait_for(run_a, 10)
+        assert result_a.events_recorded == 0
+        assert fake_lago.wh_by_subscription() == {"sub_stale": 2_500}
+
+        await stop_tx(conn, tx, stop=T0 + timedelta(minutes=30), meter_stop=3_000)
+        await a.run()
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert fake_lago.wh_by_subscription() == {"sub_stale": 3_000}
+    assert len(fake_lago.events) == 2
