@@ -41,7 +41,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +53,10 @@ ID_TAG = "BENCHTAG0001"
 HEARTBEAT_PERIOD = 300.0
 METER_PERIOD = 60.0
 IDLE_SECONDS = 10.0
+# Realistic-phase calls slower than this are listed by the second they were sent in, with
+# wall-clock times, so they can be matched with the server's log (GC, hook queue, database).
+SLOW_MS = 50.0
+LEAD_IN_S = 1.0
 
 
 def now_iso() -> str:
@@ -152,9 +156,13 @@ class LeanCharger:
 async def _realistic(chargers: list[LeanCharger], seconds: float) -> dict:
     """Each charger: MeterValues every minute and a Heartbeat every 5 minutes, random phases."""
     latencies: list[float] = []
+    slow: list[tuple[float, float, str]] = []  # (wall-clock send time, ms, action) of calls over SLOW_MS
     errors = 0
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    # A lead-in before the first call: starting thousands of tasks keeps this process's loop
+    # busy for a moment, and replies arriving meanwhile would be timed late (the first runs
+    # showed every slow call of the phase in its first second, whatever the server).
+    t0 = loop.time() + LEAD_IN_S
 
     async def one(c: LeanCharger) -> None:
         nonlocal errors
@@ -178,10 +186,13 @@ async def _realistic(chargers: list[LeanCharger], seconds: float) -> dict:
             except Exception:
                 errors += 1
                 continue
-            latencies.append((time.perf_counter() - sent) * 1000)
+            ms = (time.perf_counter() - sent) * 1000
+            latencies.append(ms)
+            if ms > SLOW_MS:
+                slow.append((round(time.time() - ms / 1000, 3), round(ms, 1), action))
 
     await asyncio.gather(*(one(c) for c in chargers if c.is_open))
-    return {"latencies": [round(x, 3) for x in latencies], "errors": errors}
+    return {"latencies": [round(x, 3) for x in latencies], "errors": errors, "slow": slow}
 
 
 async def _saturate(chargers: list[LeanCharger], seconds: float) -> dict:
@@ -371,9 +382,14 @@ async def drive(name: str, server: asyncio.subprocess.Process, url: str, args: a
 
         print(f"  {name}: realistic rate for {args.realistic_seconds:g} s", file=sys.stderr)
         lat: list[float] = []
+        slow: list[list] = []
+        phase_start = time.time()
         for r in await all_workers(workers, {"cmd": "realistic", "seconds": args.realistic_seconds}):
             lat += r["latencies"]
+            slow += r["slow"]
             res.realistic_errors += r["errors"]
+        res.notes.append(f"realistic phase {clock(phase_start)}-{clock(time.time())} UTC")
+        res.notes += slow_call_summary(slow)
         res.realistic_calls = len(lat)
         if lat:
             q = statistics.quantiles(lat, n=100, method="inclusive")
@@ -405,6 +421,24 @@ async def drive(name: str, server: asyncio.subprocess.Process, url: str, args: a
             except TimeoutError:
                 w.proc.kill()
     return res
+
+
+def clock(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def slow_call_summary(slow: list[list], top: int = 6) -> list[str]:
+    """Slow calls grouped by the second they were sent in: stalls show up as clusters."""
+    if not slow:
+        return [f"no realistic-phase call over {SLOW_MS:g} ms"]
+    by_second: dict[int, list[float]] = {}
+    for sent, ms, _action in slow:
+        by_second.setdefault(int(sent), []).append(ms)
+    worst = sorted(by_second.items(), key=lambda kv: -len(kv[1]))[:top]
+    lines = [f"{len(slow)} realistic-phase calls over {SLOW_MS:g} ms, in {len(by_second)} distinct seconds; busiest:"]
+    for second, values in sorted(worst):
+        lines.append(f"  sent {clock(second)[:8]}: {len(values)} calls, worst {max(values):.0f} ms")
+    return lines
 
 
 async def stop_process(proc: asyncio.subprocess.Process) -> None:
