@@ -104,8 +104,9 @@ async def measure(dsn: str, n: int) -> list[dict]:
     from polaris.config import Settings
     from polaris.db.pool import connect
     from polaris.db.repos import users
+    from polaris.gctune import tune_gc
     from polaris.keys import hash_password
-    from polaris.services.app import app_factory
+    from polaris.services.app import app_factory, freeze_when_started
 
     conn = await connect(dsn)
     await users.add_user(conn, "bench@example.com", "admin", password_hash=hash_password("bench password 123"))
@@ -114,7 +115,9 @@ async def measure(dsn: str, n: int) -> list[dict]:
 
     secrets = {k: "b" * 40 for k in ("AUTH_SECRET", "STEVE_PREAUTH_HMAC_KEY", "STEVE_API_KEY")}
     settings = Settings(_env_file=None, DATABASE_URL=dsn, SSE_TRANSPORT="memory", LOG_LEVEL="WARNING", **secrets)  # type: ignore[call-arg]
-    runner = web.AppRunner(app_factory(settings), access_log=None)
+    # As `polaris web` runs it (polaris/cli/web.py): tuned collector, start-up objects frozen.
+    tune_gc()
+    runner = web.AppRunner(freeze_when_started(app_factory(settings)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

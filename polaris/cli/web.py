@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from polaris.services.app import app_factory
+    from polaris.gctune import tune_gc
+    from polaris.services.app import app_factory, freeze_when_started
 
     settings: Settings = args.settings
     settings.require("database", "web")
@@ -39,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
         admin=settings.ADMIN_BASE_URL,
         customer=settings.CUSTOMER_BASE_URL,
     )
+    tune_gc()
+    app = freeze_when_started(app_factory(settings))
     # run_app handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests
     # (shutdown_timeout) and runs every cleanup_ctx before exiting 0.
     web.run_app(
-        app_factory(settings),
+        app,
         host=args.host,
         port=port,
         print=None,

@@ -22,6 +22,7 @@ from polaris import __version__
 from polaris.config import Settings
 from polaris.db.migrate import is_current, load_migrations
 from polaris.db.pool import create_pool
+from polaris.gctune import freeze_startup_objects
 from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth.middleware import auth_middleware
@@ -162,6 +163,18 @@ def app_factory(settings: Settings, *, pool_size: int = 10) -> web.Application:
             if hasattr(module, "setup"):
                 module.setup(app)
                 log.debug("wired module", module=name)
+    return app
+
+
+def freeze_when_started(app: web.Application) -> web.Application:
+    """`polaris web` only (not tests): once every resource is open, exempt the process's
+    long-lived objects from garbage collection (see polaris/gctune.py)."""
+
+    async def freeze(_app: web.Application) -> None:
+        freeze_startup_objects()
+
+    # After cleanup_ctx's startup (aiohttp runs that first), so the pool is included.
+    app.on_startup.append(freeze)
     return app
 
 
