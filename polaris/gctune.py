@@ -28,6 +28,8 @@ log = get_logger(__name__)
 
 GC_THRESHOLDS = (20_000, 20, 100)
 SLOW_GC_S = 0.02
+# True while freeze_startup_objects collects on purpose (its pause is expected, not news).
+_deliberate = [False]
 
 
 def tune_gc() -> None:
@@ -40,7 +42,7 @@ def tune_gc() -> None:
             started[0] = time.perf_counter()
             return
         took = time.perf_counter() - started[0]
-        if took >= SLOW_GC_S:
+        if took >= SLOW_GC_S and not _deliberate[0]:
             log.warning("slow garbage collection", generation=info["generation"],
                         ms=round(took * 1000, 1), collected=info["collected"])
 
@@ -49,5 +51,9 @@ def tune_gc() -> None:
 
 def freeze_startup_objects() -> None:
     """Collect once, then exempt everything alive now from future collections."""
-    gc.collect()
+    _deliberate[0] = True
+    try:
+        gc.collect()
+    finally:
+        _deliberate[0] = False
     gc.freeze()

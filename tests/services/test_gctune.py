@@ -7,7 +7,7 @@ import gc
 import pytest
 from structlog.testing import capture_logs
 
-from polaris.gctune import GC_THRESHOLDS, tune_gc
+from polaris.gctune import GC_THRESHOLDS, freeze_startup_objects, tune_gc
 from polaris.services.app import app_factory, freeze_when_started
 
 
@@ -31,6 +31,9 @@ def test_tune_gc_raises_thresholds_and_names_slow_collections(restore_gc, monkey
     slow = [e for e in logs if e["event"] == "slow garbage collection"]
     assert slow and slow[0]["generation"] == 0 and slow[0]["log_level"] == "warning"
     assert {"ms", "collected"} <= slow[0].keys()
+    with capture_logs() as logs:
+        freeze_startup_objects()  # the deliberate start-up collection is not news
+    assert logs == []
 
 
 async def test_the_web_process_freezes_its_start_up_objects_once_started(restore_gc, aiohttp_client, web_settings):
