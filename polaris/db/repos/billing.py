@@ -717,26 +717,31 @@ async def unbillable_summary(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
-async def list_invalid_events(conn: asyncpg.Connection, *, limit: int = 100) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def get_hold(conn: asyncpg.Connection, transaction_id: int) -> asyncpg.Record | None:
+    """One session's billing state: why it is held (if it is) and what was recorded so far."""
+    return await conn.fetchrow(
         """
-        SELECT transaction_id, ocpp_transaction_id, kind, external_subscription_id, wh,
-               last_error, attempts, created_at
-        FROM billing.usage_events WHERE status = 'invalid' ORDER BY created_at LIMIT $1
+        SELECT s.transaction_id, s.unbillable_code, s.unbillable_reason, s.recorded_wh, s.billed_wh,
+               s.final_recorded, s.energy_override_wh, t.meter_start, t.meter_stop, t.stop_timestamp
+        FROM billing.transaction_sync_state s JOIN ocpp.transactions t ON t.id = s.transaction_id
+        WHERE s.transaction_id = $1
         """,
-        limit,
-    )
-
-
-async def retry_invalid_event(conn: asyncpg.Connection, transaction_id: str) -> None:
-    """After fixing the cause in Lago, send a refused event again on the next run."""
-    status = await conn.execute(
-        "UPDATE billing.usage_events SET status = 'pending', last_error = NULL "
-        "WHERE transaction_id = $1 AND status = 'invalid'",
         transaction_id,
     )
-    if status == "UPDATE 0":
-        raise NotFound(f"no refused usage event {transaction_id}")
+
+
+async def retry_refused_events(conn: asyncpg.Connection, transaction_id: int) -> int:
+    """After fixing the cause in Lago: send this session's refused events again on the next run.
+
+    The hold stays until they are delivered (then `mark_events_sent` clears it); if Lago
+    refuses them again, they are held again with its new reason.
+    """
+    status = await conn.execute(
+        "UPDATE billing.usage_events SET status = 'pending', last_error = NULL "
+        "WHERE ocpp_transaction_id = $1 AND status = 'invalid'",
+        transaction_id,
+    )
+    return int(status.split()[-1])
 
 
 async def set_energy_override(

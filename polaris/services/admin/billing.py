@@ -1,4 +1,6 @@
-"""Billing sync: status and cadence, runs, pin a tier, sync now, unbillable sessions.
+"""Billing sync: status and cadence, runs, pin a tier, sync now, unbillable sessions, and
+the two ways an operator releases a held session: settle an anomaly with the energy to
+bill, or send events Lago refused again once the cause is fixed.
 
 Uses the sync worker's repository (polaris.db.repos.billing) so the rules live in one
 place; when that module is absent (an older build) only the run list is served, read
@@ -96,6 +98,22 @@ class RunsQuery(PageQuery):
 
 class UnbillableQuery(PageQuery):
     code: str | None = Field(None, max_length=50, description="only this reason code")
+
+
+class HoldParams(Model):
+    id: int = Field(ge=1, le=INT_MAX, description="the session (transaction) id")
+
+
+class SettleBody(Model):
+    energy_wh: int = Field(ge=0, le=10_000_000, description="the session's energy to bill, in Wh")
+
+
+class Released(Out):
+    transaction_id: int
+    action: Literal["settled", "retry"]
+    energy_wh: int | None = Field(None, description="settled: the energy that will be billed")
+    events: int | None = Field(None, description="retry: refused events queued again")
+    message: str
 
 
 class PinBody(Model):
@@ -216,5 +234,69 @@ async def list_unbillable(request: web.Request, call: Call) -> UnbillablePage:
     return UnbillablePage(items=items, next_cursor=cursor)
 
 
+async def _held(conn: asyncpg.Connection, repo, transaction_id: int, code: str, what: str) -> asyncpg.Record:
+    hold = await repo.get_hold(conn, transaction_id)
+    if hold is None:
+        raise ApiError(404, "not_found", f"session {transaction_id} is not known to the billing sync (yet)")
+    if hold["unbillable_code"] != code:
+        now = f"held: {hold['unbillable_code']}" if hold["unbillable_code"] else "not held"
+        raise ApiError(409, "not_held", f"session {transaction_id} is {now}; only a session held as {code} can {what}")
+    return hold
+
+
+@endpoint(
+    "POST", BASE + "/unbillable/{id}/settle",
+    summary="Settle an anomaly: bill this energy for the session", tag=TAG,
+    params=HoldParams, body=SettleBody, response=Released, errors=(404, 409),
+    description="For a finished session held as `anomaly` (negative energy, a register reset, "
+    "absurd power): the operator decides how many Wh to bill. The next sync run sends it "
+    "(less what in-progress increments already billed) and the hold clears.",
+)
+async def settle_anomaly(request: web.Request, call: Call) -> Released:
+    repo = _need_repo()
+    tx, energy = call.params.id, call.body.energy_wh
+    async with pool(request).acquire() as conn, conn.transaction():
+        hold = await _held(conn, repo, tx, "anomaly", "be settled with an energy")
+        if energy < hold["recorded_wh"]:
+            raise ApiError(
+                400, "invalid_input",
+                f"{hold['recorded_wh']} Wh were already billed while session {tx} ran; "
+                f"settle at {hold['recorded_wh']} Wh or more (Lago takes no negative usage)",
+            )
+        await repo.set_energy_override(conn, tx, energy, call.user.email)
+        await record_audit(
+            conn, request, call, "sync.settle", "transaction", tx,
+            before={"code": hold["unbillable_code"], "reason": hold["unbillable_reason"],
+                    "energy_override_wh": hold["energy_override_wh"]},
+            after={"energy_override_wh": energy},
+        )
+    return Released(transaction_id=tx, action="settled", energy_wh=energy,
+                    message=f"session {tx}: {energy / 1000:.3f} kWh will be billed on the next sync run")
+
+
+@endpoint(
+    "POST", BASE + "/unbillable/{id}/retry",
+    summary="Send the events Lago refused for this session again", tag=TAG,
+    params=HoldParams, response=Released, errors=(404, 409),
+    description="For a session held as `invalid_event`, once its cause is fixed in Lago (the "
+    "metric, the subscription). The next sync run sends them; refused again, they are held "
+    "again with Lago's new reason.",
+)
+async def retry_refused(request: web.Request, call: Call) -> Released:
+    repo = _need_repo()
+    tx = call.params.id
+    async with pool(request).acquire() as conn, conn.transaction():
+        hold = await _held(conn, repo, tx, "invalid_event", "be retried")
+        events = await repo.retry_refused_events(conn, tx)
+        await record_audit(
+            conn, request, call, "sync.retry", "transaction", tx,
+            before={"code": hold["unbillable_code"], "reason": hold["unbillable_reason"]},
+            after={"events_queued": events},
+        )
+    return Released(transaction_id=tx, action="retry", events=events,
+                    message=f"session {tx}: {events} refused event(s) will be sent again on the next sync run")
+
+
 def setup(app: web.Application) -> None:
-    add_endpoints(app, get_sync_status, list_runs, pin_tier, trigger_sync, list_unbillable)
+    add_endpoints(app, get_sync_status, list_runs, pin_tier, trigger_sync, list_unbillable,
+                  settle_anomaly, retry_refused)
