@@ -326,6 +326,11 @@ def status(args: argparse.Namespace) -> int:
         print("  nothing")
     for r in held:
         print(f"    tx {r['transaction_id']} card {r['id_tag']} on {r['charge_box_id']}: {r['unbillable_reason']}")
+    codes = {r["code"] for r in summary}
+    if "anomaly" in codes:
+        print("  anomaly: decide the energy to bill in the console's Sync screen (polaris tui, key e)")
+    if "invalid_event" in codes:
+        print("  invalid_event: fix the cause in Lago, then retry in the console's Sync screen (polaris tui, key t)")
     for r in unknown:
         print(f"Lago has no subscription {r['lago_subscription_id']} (customer {r['email']})")
     return 0

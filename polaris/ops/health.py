@@ -409,9 +409,10 @@ async def check_unbillable(ctx: HealthContext) -> CheckResult:
     fixes = []
     if sessions > UNBILLABLE_WARN_SESSIONS:
         fixes.append("`polaris sync status` lists held sessions and why (give the card a customer, the "
-                     "customer a subscription, or settle an anomaly in the admin site)")
+                     "customer a subscription, or settle an anomaly in the console's Sync screen)")
     if events["invalid"]:
-        fixes.append("the admin site's billing page shows Lago's reason for each refused event; retry after fixing it")
+        fixes.append("the console's Sync screen shows Lago's reason for each refused event; fix it in Lago, "
+                     "then retry there (t)")
     if events["pending_old"]:
         hours = UNDELIVERED_WARN_AGE.total_seconds() / 3600
         detail += f" ({events['pending_old']} for more than {hours:g} h)"
@@ -441,7 +442,7 @@ async def check_alerts(ctx: HealthContext) -> CheckResult:
         title,
         "warn",
         f"{len(rows)} open\n" + "\n".join(lines),
-        "each alert clears by itself once its condition ends; the admin site's dashboard shows the details",
+        "each alert clears by itself once its condition ends; the console's dashboard (`polaris tui`) shows the details",
     )
 
 

@@ -261,6 +261,15 @@ class AdminClient:
     async def unbillable(self, limit: int = 200) -> list[m.Unbillable]:
         return self.parse_list(m.Unbillable, await self.request("GET", "/sync/unbillable", params={"limit": limit}))
 
+    async def settle_hold(self, transaction_id: int, energy_wh: int) -> m.Released:
+        """Bill this energy for a session held as an anomaly."""
+        body = {"energy_wh": energy_wh}
+        return self.parse(m.Released, await self.request("POST", f"/sync/unbillable/{transaction_id}/settle", json=body))
+
+    async def retry_hold(self, transaction_id: int) -> m.Released:
+        """Send the events Lago refused for this session again."""
+        return self.parse(m.Released, await self.request("POST", f"/sync/unbillable/{transaction_id}/retry", json={}))
+
     async def audit(self, limit: int = 200) -> list[m.AuditEntry]:
         """The newest entries of the audit log."""
         return self.parse_list(m.AuditEntry, await self.request("GET", "/audit", params={"limit": limit}))

@@ -190,6 +190,16 @@ class Unbillable(ApiModel):
     energy_wh: float | None = None
 
 
+class Released(ApiModel):
+    """A held session released by an operator (settled or retried)."""
+
+    transaction_id: int
+    action: str
+    energy_wh: int | None = None
+    events: int | None = None
+    message: str
+
+
 class AuditEntry(ApiModel):
     id: int
     at: datetime

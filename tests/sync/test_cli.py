@@ -186,6 +186,7 @@ async def test_status_shows_billed_and_held_at_a_glance(conn, db_dsn, fake_lago)
     await add_customer(conn, "st@example.com", subscription="sub_st", tag="ST1")
     await add_session(conn, cb, "ST1", energy_wh=1_234)
     held = await add_session(conn, cb, "STRANGER", energy_wh=4_321)
+    odd = await add_session(conn, cb, "ST1", energy_wh=-700)  # a register reset
     env = _env(db_dsn, fake_lago)
     assert (await polaris("sync", "--once", env=env))[0] == 0
 
@@ -194,8 +195,11 @@ async def test_status_shows_billed_and_held_at_a_glance(conn, db_dsn, fake_lago)
     assert "billed: 1.234 kWh; waiting to send: 0 event(s)" in out
     assert "no_customer" in out and "1 session(s), 4.321 kWh" in out
     assert f"tx {held} card STRANGER on CB-ST: card STRANGER is not registered" in out
+    assert f"tx {odd} card ST1 on CB-ST: meterStop" in out
+    assert "anomaly: decide the energy to bill in the console's Sync screen (polaris tui, key e)" in out
+    assert "invalid_event:" not in out
 
     code, out, _ = await polaris("sync", "status", "--json", env=env)
     doc = json.loads(out)
     assert doc["overview"]["pending_events"] == 0 and doc["runs"][0]["status"] == "succeeded"
-    assert [h["transaction_id"] for h in doc["held"]] == [held]
+    assert [h["transaction_id"] for h in doc["held"]] == [held, odd]

@@ -195,6 +195,67 @@ async def test_sync_pin_and_sync_now(live_web, clock):
         await until(pilot, lambda: screen.status.pinned_tier is None and "(adaptive)" in text_of(screen, "#sync-status"))
 
 
+async def seed_holds(live_web) -> tuple[int, int]:
+    """Two finished sessions the billing sync held: an anomaly, and one whose event Lago refused."""
+    await live_web.add_chargers(["H-1"])
+    async with live_web.pool.acquire() as conn:
+        ids = []
+        for connector, meter_stop in ((1, 500), (2, 7_500)):
+            ids.append(await conn.fetchval(
+                "INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start, "
+                "stop_timestamp, meter_stop, stop_reason, stopped_by) SELECT id, $1, 'T1', '2026-01-01T10:00Z', 1000, "
+                "'2026-01-01T11:00Z', $2, 'Local', 'charger' FROM ocpp.charge_boxes WHERE charge_box_id = 'H-1' "
+                "RETURNING id", connector, meter_stop))
+        anomaly, refused = ids
+        await conn.execute(
+            "INSERT INTO billing.transaction_sync_state (transaction_id, unbillable_code, unbillable_reason, held_since) "
+            "VALUES ($1, 'anomaly', 'meterStop 500 Wh is below meterStart 1000 Wh', now()), "
+            "($2, 'invalid_event', 'Lago refused event steve_tx_final: properties invalid_value', now())",
+            anomaly, refused)
+        await conn.execute(
+            "INSERT INTO billing.usage_events (transaction_id, ocpp_transaction_id, kind, external_subscription_id, "
+            "code, event_timestamp, wh, properties, status, last_error) VALUES ($1, $2, 'final', 'sub_x', "
+            "'ev_charging_kwh', '2026-01-01T11:00Z', 6500, '{}', 'invalid', 'properties invalid_value')",
+            f"steve_tx_{refused}_final", refused)
+    return anomaly, refused
+
+
+async def test_sync_releases_held_sessions(live_web, clock):
+    live_web.require("POST", "/api/admin/v1/sync/unbillable/{id}/settle")
+    anomaly, refused = await seed_holds(live_web)
+    app = await console(live_web, clock)
+
+    def said(text: str) -> bool:
+        return any(text in n.message for n in app._notifications)
+
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("5")
+        await until(pilot, lambda: isinstance(app.screen, SyncScreen) and len(app.screen.held) == 2)
+        screen = app.screen
+        table = screen.query_one("#unbillable", DataTable)
+        assert cells(table, 3) == ["anomaly", "invalid_event"]
+        table.focus()
+        await pilot.press("t")  # the wrong key for an anomaly: it says which one is right
+        await until(pilot, lambda: said(f"Session {anomaly} is held as anomaly: e settles it"))
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        await pilot.press(*"lots", "enter")
+        await until(pilot, lambda: said("Enter the energy in kWh"))
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, FormDialog))
+        await pilot.press(*"0.75", "enter")
+        await until(pilot, lambda: said(f"Session {anomaly}: 0.750 kWh will be billed"))
+        async with live_web.pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT energy_override_wh FROM billing.transaction_sync_state WHERE transaction_id = $1", anomaly) == 750
+        await pilot.press("down", "t")
+        await until(pilot, lambda: said(f"Session {refused}: 1 refused event(s) will be sent again"))
+        async with live_web.pool.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT status FROM billing.usage_events WHERE ocpp_transaction_id = $1", refused) == "pending"
+
+
 async def test_audit_log_shows_what_the_console_changed(live_web, clock):
     live_web.require("GET", "/api/admin/v1/audit")
     live_web.require("PUT", "/api/admin/v1/sync/pin")

@@ -1,4 +1,5 @@
-"""Billing sync: runs and their figures, the cadence tier, pin a tier, sync now, unbillable sessions."""
+"""Billing sync: runs and their figures, the cadence tier, pin a tier, sync now, unbillable
+sessions; release a held one (settle an anomaly with the energy to bill, resend refused events)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from polaris.tui.models import SyncRun, SyncStatus, Unbillable
 from polaris.tui.screens.base import ForwardWorkerErrors
+from polaris.tui.screens.customers import FormDialog
 
 if TYPE_CHECKING:
     from polaris.tui.app import LiveActivity, PolarisApp
@@ -25,6 +27,8 @@ class SyncScreen(ForwardWorkerErrors, Screen):
     BINDINGS = [
         Binding("n", "sync_now", "Sync now"),
         Binding("p", "pin", "Pin tier"),
+        Binding("e", "settle", "Settle"),
+        Binding("t", "retry", "Retry refused"),
         Binding("r", "reload", "Reload"),
     ]
 
@@ -52,7 +56,8 @@ class SyncScreen(ForwardWorkerErrors, Screen):
         self.status: SyncStatus | None = None
         self._pin_choice: str | None = None  # "" = unpinned by this screen
         self.query_one("#sync-runs", DataTable).add_columns("Run", "Started", "Status", "Tier", "Trigger", "Events", "kWh", "Error")
-        self.query_one("#unbillable", DataTable).add_columns("Session", "Charger", "kWh", "Reason")
+        self.held: list[Unbillable] = []
+        self.query_one("#unbillable", DataTable).add_columns("Session", "Charger", "kWh", "Held as", "Reason")
         self.query_one("#sync-runs", DataTable).focus()
         self.action_reload()
 
@@ -81,9 +86,57 @@ class SyncScreen(ForwardWorkerErrors, Screen):
                          str(r.events_sent), f"{r.kwh_sent:.3f}", (r.error or "")[:40])
         u = self.query_one("#unbillable", DataTable)
         u.clear()
-        for x in message.unbillable:
+        self.held = list(message.unbillable)
+        for x in self.held:
             u.add_row(str(x.transaction_id), x.charge_box_id or "",
-                      "-" if x.energy_wh is None else f"{x.energy_wh / 1000:.3f}", x.reason or "")
+                      "-" if x.energy_wh is None else f"{x.energy_wh / 1000:.3f}", x.code or "", x.reason or "")
+
+    def selected_hold(self, code: str) -> Unbillable | None:
+        """The held session under the cursor, if it is held as `code` (else say what applies)."""
+        table = self.query_one("#unbillable", DataTable)
+        if not self.held:
+            self.notify("No session is held back from billing.")
+            return None
+        x = self.held[min(max(table.cursor_row, 0), len(self.held) - 1)]
+        if x.code != code:
+            hint = {"anomaly": "e settles it", "invalid_event": "t sends it again"}.get(
+                x.code or "", "it bills by itself once fixed (card, customer, subscription)")
+            self.notify(f"Session {x.transaction_id} is held as {x.code}: {hint}.", severity="warning")
+            return None
+        return x
+
+    def action_settle(self) -> None:
+        x = self.selected_hold("anomaly")
+        if x is None:
+            return
+        title = f"Session {x.transaction_id}: {x.reason or 'anomaly'}. Energy to bill (kWh)?"
+        self.app.push_screen(FormDialog(title, [("kwh", "kWh, e.g. 12.5")]), lambda v: self._settle(x, v))
+
+    def _settle(self, x: Unbillable, values: dict[str, str] | None) -> None:
+        if not values:
+            return
+        try:
+            kwh = float(values["kwh"].replace(",", "."))
+        except ValueError:
+            kwh = -1.0
+        if not 0 <= kwh < 10_000:
+            self.notify(f"Enter the energy in kWh (0 to 10000), not {values['kwh']!r}.", severity="error")
+            return
+        self.release(x.transaction_id, round(kwh * 1000))
+
+    def action_retry(self) -> None:
+        x = self.selected_hold("invalid_event")
+        if x is not None:
+            self.release(x.transaction_id, None)
+
+    @work(group="sync-release", exit_on_error=False)
+    async def release(self, transaction_id: int, energy_wh: int | None) -> None:
+        api = self.app.api
+        if energy_wh is None:
+            done = await api.retry_hold(transaction_id)
+        else:
+            done = await api.settle_hold(transaction_id, energy_wh)
+        self.post_message(self.Done(done.message[:1].upper() + done.message[1:]))
 
     def action_sync_now(self) -> None:
         self.change("now")
