@@ -89,17 +89,28 @@ async def send_command(
     *,
     requested_by: str | None = None,
     answer_timeout: float | None = None,
+    route: bool = True,
 ) -> dict:
     """Send one operation to a connected charger and return its CALLRESULT payload.
 
-    ReserveNow without a reservationId gets one allocated by the database.
+    ReserveNow without a reservationId gets one allocated by the database. A charger held
+    by another running instance gets the command through it (polaris/ocpp/routing.py);
+    `route=False` is that instance's own call.
     """
     allocate = operation == "ReserveNow" and "reservationId" not in payload
     validate_command(operation, {**payload, "reservationId": 1} if allocate else payload)
     cp = server.connections.get(charge_box_id)
+    timeout = answer_timeout or server.response_timeout
+    if cp is None and route and server.router is not None:
+        try:
+            holder = await server.router.holder(charge_box_id)
+        except DB_UNAVAILABLE:
+            holder = None
+        if holder is not None:
+            return await server.router.forward(holder, charge_box_id, operation, payload,
+                                               requested_by=requested_by, answer_timeout=timeout)
     if cp is None:
         raise ChargerOffline(await _offline_reason(server, charge_box_id))
-    timeout = answer_timeout or server.response_timeout
     unique_id = str(uuid.uuid4())
     if operation == "ReserveNow":
         payload = await _reserve(server, cp.pk, payload)
@@ -141,7 +152,7 @@ async def _offline_reason(server: OcppServer, charge_box_id: str) -> str:
         return f"no charger {charge_box_id} is registered"
     instance = row["connected_instance"]
     if row["connected"] and instance and instance != server.instance:
-        # Routing commands between instances (NOTIFY ocpp_commands) is not built yet.
+        # Only when routing is off or this is a routed command the holder no longer holds.
         return f"charger {charge_box_id} is connected to another OCPP server instance ({instance})"
     seen = row["last_seen_at"].isoformat() if row["last_seen_at"] else "never"
     return f"charger {charge_box_id} is offline (last seen {seen})"

@@ -54,6 +54,7 @@ from polaris.ocpp.hooks import Hooks
 from polaris.ocpp.metrics import OcppMetrics
 from polaris.ocpp.parsing import now_utc
 from polaris.ocpp.protocol import warm_schemas
+from polaris.ocpp.routing import CommandRouter
 
 log = get_logger(__name__)
 
@@ -112,6 +113,7 @@ class OcppServer:
         ping_interval: float | None = 60.0,
         ping_timeout: float | None = 30.0,
         hooks: Hooks | None = None,
+        route_commands: bool = True,
     ):
         self.settings = settings
         self.pool = pool
@@ -132,6 +134,8 @@ class OcppServer:
         self._tasks: set[asyncio.Task] = set()
         self._ws_server: Server | None = None
         self._background: list[asyncio.Task] = []
+        # Commands for chargers held by other instances (None: this instance serves only its own).
+        self.router: CommandRouter | None = CommandRouter(self) if route_commands else None
         self.metrics = OcppMetrics(
             lambda: len(self.connections), lambda: self.hooks.dropped, lambda: self.hooks.failures
         )
@@ -164,6 +168,8 @@ class OcppServer:
             ssl=ssl_context,
             backlog=4096,
         )
+        if self.router is not None:
+            self.router.start()
         self._background = [
             asyncio.create_task(self._flush_loop()),
             asyncio.create_task(self._stuck_loop()),
@@ -185,6 +191,8 @@ class OcppServer:
         for task in [*self._background, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        if self.router is not None:
+            await self.router.close()
         await self._write_connection_changes()
         await self._flush()
         try:

@@ -29,12 +29,12 @@ import asyncpg
 from aiohttp import HttpVersion11, web
 
 from polaris.config import Settings
+from polaris.db.listen import PgListener
 from polaris.db.notify import CHARGER_EVENTS, TRANSACTION_EVENTS
 from polaris.db.repos import events as events_repo
 from polaris.db.repos import live_sessions
 from polaris.logs import get_logger
 from polaris.services.appkeys import PG_POOL, SETTINGS
-from polaris.services.pglisten import PgListener
 
 log = get_logger(__name__)
 

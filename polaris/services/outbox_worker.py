@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from polaris.db.listen import PgListener
 from polaris.logs import get_logger
-from polaris.services.pglisten import PgListener
 
 log = get_logger(__name__)
 

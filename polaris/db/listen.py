@@ -20,7 +20,8 @@ class PgListener:
     With `lock_key`, the connection first takes a session advisory lock and listens only
     while it holds it: of several web instances exactly one listens, and another takes
     over when it dies (the lock goes with its connection). `on_connect` runs after each
-    (re)connect, to catch up on what was sent while nobody listened.
+    (re)connect, to catch up on what was sent while nobody listened. `application_name`
+    names the connection in `pg_stat_activity`, so others can tell whether it is alive.
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class PgListener:
         on_connect: Callable[[], Awaitable[None]] | None = None,
         check_interval: float = 10.0,
         lock_retry: float = 5.0,
+        application_name: str | None = None,
     ) -> None:
         self._dsn = dsn
         self._channels = list(channels)
@@ -43,6 +45,7 @@ class PgListener:
         self._on_connect = on_connect
         self._check_interval = check_interval
         self._lock_retry = lock_retry
+        self._server_settings = {"application_name": application_name} if application_name else None
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         self.listening = asyncio.Event()
@@ -80,7 +83,7 @@ class PgListener:
             delay = min(delay * 2, 10.0)
 
     async def _session(self) -> None:
-        conn = self._conn = await connect(self._dsn, timeout=10)
+        conn = self._conn = await connect(self._dsn, timeout=10, server_settings=self._server_settings)
         if self._lock_key is not None:
             while True:
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
