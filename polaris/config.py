@@ -63,6 +63,8 @@ PURPOSE: dict[str, str] = {
     "ALERT_CHARGER_OFFLINE_MINUTES": "minutes a charger may be offline or faulted before operators are alerted",
     "ALERT_SYNC_FAILURES": "consecutive failed billing sync runs before operators are alerted",
     "ALERT_OUTBOX_STUCK_MINUTES": "minutes the oldest undelivered email may wait before operators are alerted (also `polaris health`'s backlog warning)",
+    "ALERT_UNBILLABLE_SESSIONS": "sessions held back from billing (no customer, no subscription, an anomaly) before `polaris health` warns",
+    "ALERT_UNSENT_USAGE_MINUTES": "minutes a usage event may wait for delivery to Lago before `polaris health` warns",
     "SSE_TRANSPORT": "how live events reach web instances: memory (one instance) or postgres (several)",
     "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR",
     "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
@@ -149,6 +151,8 @@ class Settings(BaseSettings):
     ALERT_CHARGER_OFFLINE_MINUTES: int = Field(15, ge=1)
     ALERT_SYNC_FAILURES: int = Field(3, ge=1)
     ALERT_OUTBOX_STUCK_MINUTES: int = Field(30, ge=1)
+    ALERT_UNBILLABLE_SESSIONS: int = Field(10, ge=0)
+    ALERT_UNSENT_USAGE_MINUTES: int = Field(60, ge=1)
 
     SSE_TRANSPORT: Literal["memory", "postgres"] = "postgres"
 

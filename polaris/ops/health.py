@@ -38,12 +38,9 @@ from polaris.sync.cadence import CRON, next_run_at
 DEFAULT_TIMEOUT = 5.0
 # A run starts on its cron tick and takes a while; past the tick by more than this, it is overdue.
 SYNC_GRACE = timedelta(minutes=10)
-# Sessions held back from billing (no customer, no subscription, an anomaly) are normal one at
-# a time; more than this many waiting for an operator is a backlog.
-UNBILLABLE_WARN_SESSIONS = 10
-# Usage events are written and sent in the same run; one still pending after this long means
-# delivery to Lago keeps failing.
-UNDELIVERED_WARN_AGE = timedelta(hours=1)
+# Sessions held back from billing are normal one at a time; more than ALERT_UNBILLABLE_SESSIONS
+# waiting for an operator is a backlog. Usage events are written and sent in the same run; one
+# still pending after ALERT_UNSENT_USAGE_MINUTES means delivery to Lago keeps failing.
 
 # Nagios plugin convention: the exit code of the worst status.
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2}
@@ -395,9 +392,10 @@ async def check_unbillable(ctx: HealthContext) -> CheckResult:
         pool = await ctx.pool()
     except DatabaseDown as exc:
         return _skipped("unbillable", title, exc)
+    unsent_after = timedelta(minutes=ctx.settings.ALERT_UNSENT_USAGE_MINUTES)
     async with pool.acquire() as conn:
         held = await billing.unbillable_summary(conn)
-        events = await health.undelivered_usage_events(conn, older_than=UNDELIVERED_WARN_AGE)
+        events = await health.undelivered_usage_events(conn, older_than=unsent_after)
     sessions = sum(r["transactions"] for r in held)
     by_code = ", ".join(f"{r['code']} {r['transactions']}" for r in held)
     parts = [f"{sessions} session(s) held back ({by_code})" if sessions else "no session held back"]
@@ -407,15 +405,15 @@ async def check_unbillable(ctx: HealthContext) -> CheckResult:
         parts.append(f"{events['invalid']} refused by Lago")
     detail = "; ".join(parts)
     fixes = []
-    if sessions > UNBILLABLE_WARN_SESSIONS:
+    if sessions > ctx.settings.ALERT_UNBILLABLE_SESSIONS:
         fixes.append("`polaris sync status` lists held sessions and why (give the card a customer, the "
                      "customer a subscription, or settle an anomaly in the console's Sync screen)")
     if events["invalid"]:
         fixes.append("the console's Sync screen shows Lago's reason for each refused event; fix it in Lago, "
                      "then retry there (t)")
     if events["pending_old"]:
-        hours = UNDELIVERED_WARN_AGE.total_seconds() / 3600
-        detail += f" ({events['pending_old']} for more than {hours:g} h)"
+        minutes = ctx.settings.ALERT_UNSENT_USAGE_MINUTES
+        detail += f" ({events['pending_old']} for more than ALERT_UNSENT_USAGE_MINUTES={minutes})"
         fixes.append("delivery to Lago keeps failing: see the Lago and sync lines")
     if fixes:
         return CheckResult("unbillable", title, "warn", detail, "; ".join(fixes))

@@ -378,7 +378,7 @@ async def test_open_operator_alerts_are_listed(deployment, capsys):
     assert "fix: each alert clears by itself once its condition ends" in out
 
 
-async def test_unbillable_backlog_over_the_threshold_warns(deployment, capsys):
+async def test_unbillable_backlog_over_the_threshold_warns(deployment, capsys, monkeypatch):
     async with deployment.pool.acquire() as conn:
         await charge_boxes.add_charge_boxes(conn, ["CP-1"], CHARGER_KEY)
         await conn.execute(
@@ -399,6 +399,10 @@ async def test_unbillable_backlog_over_the_threshold_warns(deployment, capsys):
     assert code == 1 and unbillable["status"] == "warning"
     assert unbillable["detail"] == "11 session(s) held back (no_customer 11)"
     assert "polaris sync status" in unbillable["fix"]
+    # A bigger fleet sets its own threshold.
+    monkeypatch.setenv("ALERT_UNBILLABLE_SESSIONS", "20")
+    code, doc = await health_json(capsys)
+    assert by_name(doc)["unbillable"]["status"] == "ok"
 
 
 # --- watch --------------------------------------------------------------------------------
