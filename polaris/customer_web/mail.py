@@ -27,6 +27,12 @@ async def signin_link(
     )
 
 
+async def welcome(conn: asyncpg.Connection, *, user_id: int, to: str, portal_url: str) -> int | None:
+    """The welcome mail, once per person (its dedupe key), on their first sign-in."""
+    name = await conn.fetchval("SELECT name FROM app.users WHERE id = $1", user_id)
+    return await send_mail(conn, "welcome", to=to, dedupe_key=f"welcome:{user_id}", name=name, portal_url=portal_url)
+
+
 async def email_change_link(conn: asyncpg.Connection, *, to: str, url: str, dedupe_key: str) -> int | None:
     body = text("mail_email_change_text", email=to, url=url)
     html = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in body.strip().split("\n\n"))

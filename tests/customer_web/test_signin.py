@@ -32,6 +32,17 @@ async def test_link_signs_in_only_after_the_confirm_post(browser, pool, make_cus
     resp, me = await browser.api("GET", "/api/v1/me")
     assert resp.status == 200 and me["email"] == cust.email and me["customer_id"] == cust.id
 
+    # The first sign-in brings the welcome mail; the next ones do not.
+    await browser.post("/signout")
+    await _request(browser, cust.email)
+    resp, _ = await browser.post(path_of(await last_link(pool, cust.email)))
+    assert resp.status == 303
+    async with pool.acquire() as conn:
+        welcomes = await conn.fetch(
+            "SELECT subject, text FROM app.email_outbox WHERE to_address = $1 AND category = 'welcome'", cust.email)
+    assert len(welcomes) == 1 and welcomes[0]["subject"].startswith("Welcome to ")
+    assert "http://localhost:8000" in welcomes[0]["text"]
+
 
 async def test_reused_expired_and_forged_links_are_refused(browser, other_browser, pool, make_customer):
     cust = await make_customer()

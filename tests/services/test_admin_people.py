@@ -46,6 +46,19 @@ async def test_customers_create_list_detail_edit(api, pool, operator, admin):
     assert [e["action"] for e in audit["items"]] == ["customer.deactivate", "customer.create"]
     assert audit["items"][0]["before"] == {"active": True, "name": "Ann"}
 
+    # The customer is told, once per change (a rename alone mails nothing).
+    assert (await api.patch(f"{API}/customers/{ann['id']}", json={"name": "Ann C"}, headers=h)).status == 200
+    assert (await api.patch(f"{API}/customers/{ann['id']}", json={"active": True}, headers=h)).status == 200
+    async with pool.acquire() as conn:
+        mails = await conn.fetch("SELECT to_address, category, subject, text FROM app.email_outbox "
+                                 "WHERE category LIKE 'account-%' ORDER BY id")
+    assert [(m["to_address"], m["category"]) for m in mails] == [
+        ("ann@example.com", "account-inactive"), ("ann@example.com", "account-reactivated")]
+    assert "Hello Ann B" in mails[0]["text"] and "no longer start charging" in mails[0]["text"]
+    assert mails[1]["subject"].endswith("account is active again")
+    audit = await (await api.get(f"{API}/audit", params={"target_type": "customer", "target_id": str(ann["id"])}, headers=admin.headers)).json()
+    assert audit["items"][0]["action"] == "customer.reactivate"
+
 
 async def test_users_are_for_admins_only(api, admin, operator):
     resp = await api.post(f"{API}/users", json={"email": "new@example.com", "role": "operator", "password": "long enough password"}, headers=operator.headers)

@@ -83,12 +83,20 @@ async def peek_link(app: web.Application, token: str) -> asyncpg.Record:
 
 
 async def consume_link(app: web.Application, token: str) -> asyncpg.Record:
-    """Use a link (once). Returns it with its user id and purpose."""
+    """Use a link (once). Returns it with its user id and purpose.
+
+    A customer's first sign-in (no session or app token yet) also queues the welcome mail.
+    """
     async with pool_of(app).acquire() as conn:
         try:
-            return await magic_links.consume_link(conn, token)
+            link = await magic_links.consume_link(conn, token)
         except magic_links.LinkRefused as exc:
             raise link_refusal(exc) from None
+        if link["purpose"] in ("signin", "invite") and link["role"] == "customer":
+            if await sessions_repo.never_signed_in(conn, link["user_id"]):
+                await mail.welcome(conn, user_id=link["user_id"], to=link["email"],
+                                   portal_url=app[appkeys.SETTINGS].CUSTOMER_BASE_URL)
+        return link
 
 
 async def start_browser_session(app: web.Application, user_id: int, *, ip: str | None, user_agent: str | None) -> str:

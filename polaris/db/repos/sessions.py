@@ -92,6 +92,15 @@ async def get_session(conn: asyncpg.Connection, token: str) -> asyncpg.Record | 
     return row
 
 
+async def never_signed_in(conn: asyncpg.Connection, user_id: int) -> bool:
+    """No browser session and no app token yet: the person's first sign-in is under way."""
+    return await conn.fetchval(
+        "SELECT NOT EXISTS (SELECT 1 FROM app.sessions WHERE user_id = $1) "
+        "AND NOT EXISTS (SELECT 1 FROM app.api_tokens WHERE user_id = $1)",
+        user_id,
+    )
+
+
 async def delete_session(conn: asyncpg.Connection, session_id: int) -> None:
     await conn.execute("DELETE FROM app.sessions WHERE id = $1", session_id)
 

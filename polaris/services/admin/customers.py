@@ -1,4 +1,5 @@
-"""Customers: list, detail (cards, Lago link), invite by email, edit, deactivate."""
+"""Customers: list, detail (cards, Lago link), invite by email, edit, deactivate (the customer is
+mailed when their account is deactivated or active again)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from polaris.services.admin.common import (
     record_audit,
 )
 from polaris.services.admin.mail import queue_invite
+from polaris.services.email import send_mail
 from polaris.services.errors import ApiError
 from polaris.services.openapi import Call, Model, Out, add_endpoints, endpoint
 
@@ -160,8 +162,14 @@ async def edit_customer(request: web.Request, call: Call) -> CustomerOut:
         before, after = await customers.update_customer(conn, call.params.id, changes)
         b, a = changed(before, after)
         if a:
-            action = "customer.deactivate" if a.get("active") is False else "customer.edit"
+            action = {False: "customer.deactivate", True: "customer.reactivate"}.get(a.get("active"), "customer.edit")
             await record_audit(conn, request, call, action, "customer", call.params.id, before=b, after=a)
+        if "active" in a:
+            # The customer hears of it, in the same transaction (the outbox delivers it).
+            await send_mail(
+                conn, "account-inactive" if a["active"] is False else "account-reactivated",
+                to=after["email"], name=after["name"], portal_url=request.app[appkeys.SETTINGS].CUSTOMER_BASE_URL,
+            )
         cards = await _cards(conn, call.params.id)
     return customer_out(request, after, cards)
 
