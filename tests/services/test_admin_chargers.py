@@ -120,6 +120,36 @@ async def test_edit_deactivate_and_password(api, pool, admin, operator):
     assert edit["before"]["active"] is True and edit["after"]["active"] is False
 
 
+async def test_a_cancelled_reservation_is_mailed_to_its_holder(command_api, api, pool, operator):
+    from polaris.db.repos import customers, id_tags
+
+    await seed(pool, 1)
+    async with pool.acquire() as conn:
+        await customers.add_customer(conn, "res@example.com", name="Rae")
+        await id_tags.add_id_tag(conn, "RES-1", customer_email="res@example.com")
+        rid = await conn.fetchval(
+            "INSERT INTO ocpp.reservations (charge_box_pk, connector_id, id_tag, expiry_date, status) "
+            "SELECT id, 1, 'res-1', '2026-12-24T18:00Z', 'Accepted' FROM ocpp.charge_boxes "
+            "WHERE charge_box_id = 'CB-000' RETURNING id")
+    command_api.answers[("CancelReservation", "CB-000")] = {"status": "Rejected"}
+    resp = await api.post(f"{BASE}/CB-000/operations/CancelReservation", json={"reservationId": rid}, headers=operator.headers)
+    assert resp.status == 200 and (await resp.json())["status"] == "Rejected"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM app.email_outbox WHERE category = 'reservation-cancelled'") == 0
+    command_api.answers[("CancelReservation", "CB-000")] = {"status": "Accepted"}
+    for _ in range(2):  # said twice, mailed once
+        resp = await api.post(f"{BASE}/CB-000/operations/CancelReservation", json={"reservationId": rid},
+                              headers=operator.headers)
+        assert resp.status == 200
+    async with pool.acquire() as conn:
+        mails = await conn.fetch("SELECT to_address, subject, text FROM app.email_outbox WHERE category = 'reservation-cancelled'")
+    assert len(mails) == 1 and mails[0]["to_address"] == "res@example.com"
+    assert "2026-12-24 18:00 UTC" in mails[0]["text"] and "the operator cancelled it" in mails[0]["text"]
+    # An unknown reservation id: the charger's answer stands, nobody is mailed.
+    resp = await api.post(f"{BASE}/CB-000/operations/CancelReservation", json={"reservationId": 999999}, headers=operator.headers)
+    assert resp.status == 200
+
+
 async def test_operations_pass_through_the_command_api(command_api, api, pool, operator):
     await seed(pool, 3)
     command_api.answers[("GetConfiguration", "CB-000")] = {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "300"}]}

@@ -116,6 +116,26 @@ async def get_reservation(conn: asyncpg.Connection, reservation_id: int) -> asyn
     return await conn.fetchrow("SELECT * FROM ocpp.reservations WHERE id = $1", reservation_id)
 
 
+async def reservation_holder(
+    conn: asyncpg.Connection, charge_box_id: str, reservation_id: int
+) -> asyncpg.Record | None:
+    """Who holds a charger's reservation (through its card), to tell them it was cancelled."""
+    return await conn.fetchrow(
+        """
+        SELECT r.id, r.expiry_date, cb.charge_box_id, coalesce(cb.description, cb.charge_box_id) AS charger,
+               u.email, u.name
+        FROM ocpp.reservations r
+        JOIN ocpp.charge_boxes cb ON cb.id = r.charge_box_pk
+        JOIN app.id_tags t ON lower(t.id_tag) = lower(r.id_tag)
+        JOIN app.customers c ON c.id = t.customer_id
+        JOIN app.users u ON u.id = c.user_id
+        WHERE cb.charge_box_id = $1 AND r.id = $2
+        """,
+        charge_box_id,
+        reservation_id,
+    )
+
+
 async def save_charging_profile(
     conn: asyncpg.Connection, charge_box_pk: int, connector_id: int, profile: dict, status: str
 ) -> None:

@@ -20,6 +20,7 @@ from polaris.services.admin.common import (
     pool,
     record_audit,
 )
+from polaris.services.email import send_mail
 from polaris.services.errors import ApiError
 from polaris.services.openapi import ADMIN, Call, Model, Out, add_endpoints, endpoint
 from polaris.services.steve_client import OPERATIONS
@@ -283,7 +284,25 @@ async def run_operation(request: web.Request, call: Call) -> OperationResult:
             await record_audit(conn, request, call, "charger.operation", "charger", cid, after=outcome)
     response = answer.get("response", answer) if isinstance(answer, dict) else answer
     status = response.get("status") if isinstance(response, dict) else None
+    if op == "CancelReservation" and status == "Accepted":
+        await _tell_reservation_holder(request, cid, fields.get("reservationId"))
     return OperationResult(operation=op, charge_box_id=cid, status=status, response=response)
+
+
+async def _tell_reservation_holder(request: web.Request, charge_box_id: str, reservation_id: Any) -> None:
+    """The customer whose card held the reservation gets the reservation-cancelled mail."""
+    if not isinstance(reservation_id, int):
+        return
+    async with pool(request).acquire() as conn:
+        holder = await ocpp_journal.reservation_holder(conn, charge_box_id, reservation_id)
+        if holder is None:  # a reservation made outside Polaris, or a card with no customer
+            return
+        await send_mail(
+            conn, "reservation-cancelled", to=holder["email"], dedupe_key=f"reservation-cancelled:{holder['id']}",
+            name=holder["name"], charger=holder["charger"],
+            reserved_until=holder["expiry_date"].strftime("%Y-%m-%d %H:%M UTC"),
+            reason="the operator cancelled it", portal_url=request.app[appkeys.SETTINGS].CUSTOMER_BASE_URL,
+        )
 
 
 def setup(app: web.Application) -> None:
