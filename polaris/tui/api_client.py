@@ -229,8 +229,9 @@ class AdminClient:
     async def invite_customer(self, email: str, name: str | None = None) -> m.Customer:
         return self.parse(m.Customer, await self.request("POST", "/customers", json={"email": email, "name": name, "invite": True}))
 
-    async def deactivate_customer(self, customer_id: int) -> m.Customer:
-        return self.parse(m.Customer, await self.request("PATCH", f"/customers/{customer_id}", json={"active": False}))
+    async def set_customer_active(self, customer_id: int, active: bool) -> m.Customer:
+        """Deactivate (their cards stop working) or reactivate a customer; they are mailed either way."""
+        return self.parse(m.Customer, await self.request("PATCH", f"/customers/{customer_id}", json={"active": active}))
 
     async def id_tags(self, search: str | None = None, limit: int = 200) -> list[m.IdTag]:
         return self.parse_list(m.IdTag, await self.request("GET", "/id-tags", params={"q": search, "limit": limit}))

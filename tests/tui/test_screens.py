@@ -174,6 +174,10 @@ async def test_customers_invite_card_block_and_lago_link(live_web, clock):
         await pilot.press("x")
         await until(pilot, lambda: "dan@example.com deactivated" in [n.message for n in app._notifications])
         await until(pilot, lambda: cells(table, 4)[cells(table, 0).index("dan@example.com")] == "no")
+        await until(pilot, lambda: screen.current is not None and not screen.current.active)
+        await pilot.press("x")  # the same key brings the customer back
+        await until(pilot, lambda: "dan@example.com is active again" in [n.message for n in app._notifications])
+        await until(pilot, lambda: cells(table, 4)[cells(table, 0).index("dan@example.com")] == "yes")
 
 
 async def test_sync_pin_and_sync_now(live_web, clock):

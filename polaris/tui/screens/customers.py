@@ -1,4 +1,4 @@
-"""Customers and their cards: search, invite, block / add cards, deactivate, open in Lago."""
+"""Customers and their cards: search, invite, block / add cards, deactivate or reactivate, open in Lago."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class CustomersScreen(ForwardWorkerErrors, Screen):
         Binding("c", "add_card", "Add card"),
         Binding("k", "link_card", "Link card"),
         Binding("b", "block_card", "Block card"),
-        Binding("x", "deactivate", "Deactivate", show=False),
+        Binding("x", "toggle_active", "Deactivate / reactivate", show=False),
         Binding("l", "lago", "Lago link"),
         Binding("r", "reload", "Reload", show=False),
     ]
@@ -191,10 +191,10 @@ class CustomersScreen(ForwardWorkerErrors, Screen):
         if values and values["id_tag"]:
             self.mutate("block", values)
 
-    def action_deactivate(self) -> None:
+    def action_toggle_active(self) -> None:
         c = self.current
         if c:
-            self.mutate("deactivate", {"id": str(c.id)})
+            self.mutate("deactivate" if c.active else "reactivate", {"id": str(c.id)})
 
     def action_lago(self) -> None:
         c = self.current
@@ -222,8 +222,8 @@ class CustomersScreen(ForwardWorkerErrors, Screen):
             t = await api.block_id_tag(values["id_tag"])
             text = f"Card {t.id_tag} blocked"
         else:
-            c = await api.deactivate_customer(int(values["id"]))
-            text = f"{c.email} deactivated"
+            c = await api.set_customer_active(int(values["id"]), what == "reactivate")
+            text = f"{c.email} is active again" if c.active else f"{c.email} deactivated"
         self.post_message(self.Changed(text))
 
     @on(Changed)
