@@ -28,7 +28,8 @@ class DemoCredentials:
     charger_password: str
     charger_prefix: str = CHARGER_PREFIX
     charger_count: int = CHARGER_COUNT
-    sim_id_tag: str = CUSTOMERS[0][3]
+    # Every demo customer's card, one per simulated charger in turn (older data dirs saved one).
+    sim_id_tag: str = ",".join(c[3] for c in CUSTOMERS)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-prefix", default="SIM-", metavar="P", help="charge box id prefix (default SIM-)")
     p.add_argument("--first", type=int, default=1, metavar="K", help="number of the first charger (default 1)")
     p.add_argument("--password", default=None, metavar="PW", help="the chargers' key (HTTP Basic password)")
-    p.add_argument("--tag", default="SIMTAG0001", metavar="ID_TAG", help="id tag presented for sessions")
+    p.add_argument("--tag", default="SIMTAG0001", metavar="ID_TAG",
+                   help="id tag presented for sessions; a comma-separated list gives charger k the k-th (in turn)")
     p.add_argument("--connectors", type=int, default=1, metavar="N", help="connectors per charger (default 1)")
     p.add_argument("--no-sessions", action="store_true", help="no sessions of their own (remote starts still work)")
     p.add_argument("--session-seconds", type=float, default=900, metavar="S", help="mean session length (default 900)")
@@ -50,6 +51,9 @@ def options_from_args(args: argparse.Namespace) -> FleetOptions:
         raise CommandError(f"--url must start with ws:// or wss:// (got {args.url!r})")
     if args.password is not None and not args.password:
         raise CommandError("--password must not be empty (leave it out to connect without credentials)")
+    tags = [t.strip() for t in args.tag.split(",")]
+    if not all(1 <= len(t) <= 20 for t in tags):
+        raise CommandError(f"--tag: each id tag is 1 to 20 characters (got {args.tag!r})")
     quirks = frozenset(q.strip() for q in args.quirks.split(",") if q.strip())
     unknown = quirks - set(QUIRKS)
     if unknown:
@@ -59,7 +63,7 @@ def options_from_args(args: argparse.Namespace) -> FleetOptions:
         chargers=args.chargers,
         id_prefix=args.id_prefix,
         password=args.password,
-        id_tag=args.tag,
+        id_tag=",".join(tags),
         connectors=args.connectors,
         first=args.first,
         auto_sessions=not args.no_sessions,

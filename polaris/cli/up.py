@@ -82,7 +82,11 @@ def services(
                     "--chargers", str(creds.charger_count),
                     "--id-prefix", creds.charger_prefix,
                     "--password", creds.charger_password,
-                    "--tag", creds.sim_id_tag,
+                    "--tag", ",".join(c[3] for c in demo.CUSTOMERS),
+                    # A lively demo: the first cars arrive within a minute (the simulator's
+                    # defaults, 5 min gaps and 1-minute meter values, suit load tests) and
+                    # the kWh on the portal's live page move every 15 s.
+                    "--idle-seconds", "40", "--session-seconds", "600", "--meter-interval", "15",
                 ],
             )
         )

@@ -37,12 +37,14 @@ class FleetOptions:
 
 
 def build_fleet(opts: FleetOptions) -> list[SimulatedCharger]:
+    """The chargers; with several id tags (comma-separated), charger k presents the k-th in turn."""
+    tags = opts.id_tag.split(",")
     return [
         SimulatedCharger(
             opts.url,
             cid,
             opts.password,
-            id_tag=opts.id_tag,
+            id_tag=tags[i % len(tags)],
             connectors=opts.connectors,
             auto_sessions=opts.auto_sessions,
             session_seconds=opts.session_seconds,
@@ -52,7 +54,7 @@ def build_fleet(opts: FleetOptions) -> list[SimulatedCharger]:
             quirks=opts.quirks,
             step_delay=opts.step_delay,
         )
-        for cid in charger_ids(opts.id_prefix, opts.chargers, opts.first)
+        for i, cid in enumerate(charger_ids(opts.id_prefix, opts.chargers, opts.first))
     ]
 
 

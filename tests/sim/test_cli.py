@@ -23,7 +23,7 @@ async def run_sim(*args: str) -> asyncio.subprocess.Process:
 async def test_fleet_names_chargers_boots_them_and_runs_sessions(central_system):
     proc = await run_sim(
         "--url", central_system.url, "--chargers", "3", "--id-prefix", "CLI-", "--password", "fleet-password-0001",
-        "--tag", "FLEETTAG", "--connectors", "2", "--session-seconds", "1", "--idle-seconds", "0.3",
+        "--tag", "FLEETTAG,OTHERTAG", "--connectors", "2", "--session-seconds", "1", "--idle-seconds", "0.3",
         "--meter-interval", "1",
     )
     try:
@@ -35,8 +35,9 @@ async def test_fleet_names_chargers_boots_them_and_runs_sessions(central_system)
         else:
             raise AssertionError(f"sessions did not complete; got {dict(central_system.received)}")
         assert set(central_system.received) == {"CLI-0001", "CLI-0002", "CLI-0003"}
-        start = central_system.actions("CLI-0002", "StartTransaction")[0]
-        assert start["id_tag"] == "FLEETTAG"
+        # Several tags: charger k presents the k-th, in turn.
+        tags = [central_system.actions(cid, "StartTransaction")[0]["id_tag"] for cid in ("CLI-0001", "CLI-0002", "CLI-0003")]
+        assert tags == ["FLEETTAG", "OTHERTAG", "FLEETTAG"]
         statuses = {p["connector_id"] for p in central_system.actions("CLI-0003", "StatusNotification")}
         assert statuses == {0, 1, 2}
     finally:
@@ -79,3 +80,6 @@ async def test_bad_arguments_get_a_clear_message():
     proc = await run_sim("--url", "ws://127.0.0.1:9/ocpp", "--quirks", "sneezes")
     _, stderr = await proc.communicate()
     assert proc.returncode == 1 and b"unknown quirk(s) sneezes" in stderr
+    proc = await run_sim("--url", "ws://127.0.0.1:9/ocpp", "--tag", "GOOD,,")
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 1 and b"--tag: each id tag is 1 to 20 characters" in stderr
