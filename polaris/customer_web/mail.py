@@ -13,7 +13,7 @@ from html import escape
 import asyncpg
 
 from polaris.customer_web.strings import text
-from polaris.db.repos import email_outbox
+from polaris.db.repos import email_outbox, users
 from polaris.services.email import send_mail
 
 
@@ -29,7 +29,8 @@ async def signin_link(
 
 async def welcome(conn: asyncpg.Connection, *, user_id: int, to: str, portal_url: str) -> int | None:
     """The welcome mail, once per person (its dedupe key), on their first sign-in."""
-    name = await conn.fetchval("SELECT name FROM app.users WHERE id = $1", user_id)
+    user = await users.get_user(conn, user_id)
+    name = user["name"] if user is not None else None
     return await send_mail(conn, "welcome", to=to, dedupe_key=f"welcome:{user_id}", name=name, portal_url=portal_url)
 
 

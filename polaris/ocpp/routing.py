@@ -103,7 +103,7 @@ class CommandRouter:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(answered.wait(), POLL_S)
                     async with self.server.pool.acquire() as conn:
-                        row = await self._answer_if_any(conn, command_id)
+                        row = await routed_commands.take_answered(conn, command_id)
         except TimeoutError:
             raise commands.CommandTimeout(
                 f"OCPP server instance {instance}, which holds charger {charge_box_id}, did not report an "
@@ -116,16 +116,6 @@ class CommandRouter:
                     async with self.server.pool.acquire() as conn:
                         await routed_commands.take(conn, command_id)
         return _outcome(row)
-
-    @staticmethod
-    async def _answer_if_any(conn: Any, command_id: int) -> Any:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT outcome FROM ocpp.routed_commands WHERE id = $1 FOR UPDATE", command_id
-            )
-            if row is None or row["outcome"] is None:
-                return None
-            return await routed_commands.take(conn, command_id)
 
     # --- the holding side ----------------------------------------------------------------
 

@@ -78,6 +78,15 @@ async def answer(
             )
 
 
+async def take_answered(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record | None:
+    """Remove the command and return its outcome, if it has one yet (else leave it, None)."""
+    return await conn.fetchrow(
+        "DELETE FROM ocpp.routed_commands WHERE id = $1 AND outcome IS NOT NULL "
+        "RETURNING outcome, answer, error_message, call_error",
+        command_id,
+    )
+
+
 async def take(conn: asyncpg.Connection, command_id: int) -> asyncpg.Record | None:
     """Remove the command; its outcome if it has one (None fields while unanswered)."""
     return await conn.fetchrow(
