@@ -7,8 +7,9 @@ import asyncio
 import signal
 
 from polaris.cli.errors import CommandError
-from polaris.sim.charger import QUIRKS
+from polaris.sim.errors import SimError
 from polaris.sim.fleet import FleetOptions, run_fleet
+from polaris.sim.quirks import QUIRKS, check_quirks
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,10 +55,10 @@ def options_from_args(args: argparse.Namespace) -> FleetOptions:
     tags = [t.strip() for t in args.tag.split(",")]
     if not all(1 <= len(t) <= 20 for t in tags):
         raise CommandError(f"--tag: each id tag is 1 to 20 characters (got {args.tag!r})")
-    quirks = frozenset(q.strip() for q in args.quirks.split(",") if q.strip())
-    unknown = quirks - set(QUIRKS)
-    if unknown:
-        raise CommandError(f"unknown quirk(s) {', '.join(sorted(unknown))}; known: {', '.join(QUIRKS)}")
+    try:
+        quirks = check_quirks(q.strip() for q in args.quirks.split(",") if q.strip())
+    except SimError as exc:
+        raise CommandError(str(exc)) from None
     return FleetOptions(
         url=args.url,
         chargers=args.chargers,

@@ -1,4 +1,9 @@
-"""A plausible electric vehicle on the other end of the cable: battery, state of charge, taper."""
+"""A plausible electric vehicle on the other end of the cable: battery, state of charge, taper.
+
+The car draws what it can, capped by what the station offers (`Vehicle.power(limit_w)`): the
+station's maximum lowered by the charging profiles in force (`smart_charging.py`), so a limit the
+central system sends shows in the meter values of the very next interval.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +28,10 @@ class Vehicle:
     max_power_w: float
     soc: float  # percent
 
-    def power(self, station_limit_w: float) -> float:
-        """Power drawn now: the smaller of car and station, tapering above 80 % like real batteries."""
-        p = min(self.max_power_w, station_limit_w)
+    def power(self, limit_w: float) -> float:
+        """Power drawn now: the car's own maximum capped at `limit_w` (what the station offers),
+        tapering above 80 % like real batteries."""
+        p = min(self.max_power_w, limit_w)
         if self.soc >= 100:
             return 0.0
         if self.soc > 80:

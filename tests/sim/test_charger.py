@@ -12,7 +12,8 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from polaris.sim.charger import ChargerRefused, SimulatedCharger
+from polaris.sim.charger import SimulatedCharger
+from polaris.sim.errors import ChargerRefused
 
 
 def energy_wh(meter_values_payload: dict) -> float:
@@ -358,7 +359,7 @@ async def test_start_raises_a_clear_error_on_http_401(refusing_server):
 
 
 async def test_start_says_what_went_wrong_when_nothing_listens(unused_tcp_port):
-    from polaris.sim.charger import SimError
+    from polaris.sim.errors import SimError
 
     charger = SimulatedCharger(f"ws://127.0.0.1:{unused_tcp_port}/ocpp", "SIM-0001", None, id_tag="T", reconnect_max_delay=0.2)
     with pytest.raises(SimError, match="cannot connect"):

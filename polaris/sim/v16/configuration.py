@@ -1,4 +1,5 @@
-"""The configuration keys a simulated charger answers GetConfiguration / ChangeConfiguration with."""
+"""The OCPP 1.6 configuration keys a simulated charger answers GetConfiguration /
+ChangeConfiguration with, and the neutral `Settings` the core reads from them."""
 
 from __future__ import annotations
 
@@ -123,3 +124,62 @@ class ConfigurationStore:
             # OCPP security whitepaper: 16 to 40 bytes (we take the printable form).
             return 16 <= len(value) <= 40
         return True
+
+
+class V16Settings:
+    """`polaris.sim.settings.Settings` over the 1.6 keys: a ChangeConfiguration takes effect at once."""
+
+    def __init__(self, store: ConfigurationStore):
+        self._store = store
+
+    @property
+    def heartbeat_interval(self) -> int:
+        return self._store.int("HeartbeatInterval")
+
+    @heartbeat_interval.setter
+    def heartbeat_interval(self, seconds: int) -> None:
+        self._store.set("HeartbeatInterval", str(seconds))
+
+    @property
+    def meter_interval(self) -> int:
+        return self._store.int("MeterValueSampleInterval")
+
+    @property
+    def sampled_measurands(self) -> list[str]:
+        return self._store.list("MeterValuesSampledData")
+
+    @property
+    def ended_measurands(self) -> list[str]:
+        return self._store.list("StopTxnSampledData")
+
+    @property
+    def authorize_remote_starts(self) -> bool:
+        return self._store.bool("AuthorizeRemoteTxRequests")
+
+    @property
+    def stop_on_invalid_id(self) -> bool:
+        return self._store.bool("StopTransactionOnInvalidId")
+
+    @property
+    def local_pre_authorize(self) -> bool:
+        return self._store.bool("LocalPreAuthorize")
+
+    @property
+    def local_authorize_offline(self) -> bool:
+        return self._store.bool("LocalAuthorizeOffline")
+
+    @property
+    def offline_tx_for_unknown_id(self) -> bool:
+        return self._store.bool("AllowOfflineTxForUnknownId")
+
+    @property
+    def auth_cache_enabled(self) -> bool:
+        return self._store.bool("AuthorizationCacheEnabled")
+
+    @property
+    def message_attempts(self) -> int:
+        return self._store.int("TransactionMessageAttempts")
+
+    @property
+    def message_retry_interval(self) -> int:
+        return self._store.int("TransactionMessageRetryInterval")
