@@ -20,6 +20,7 @@ from polaris.sim.clock import now_iso
 from polaris.sim.connectors import CompletedTransaction, Connector, Session, Status, StopReason
 from polaris.sim.metering import Context
 from polaris.sim.smart_charging import ChargingProfiles
+from polaris.sim.vehicle import random_vehicle
 
 
 def spread(mean: float, rng: random.Random) -> float:
@@ -39,7 +40,9 @@ class SessionRunner:
         set_status: Callable[[Connector, str], Awaitable[None]],
         ended: Callable[[], Awaitable[None]],
         rng: random.Random,
+        id_tag: str,
         session_seconds: float,
+        idle_seconds: float,
         step_delay: float,
         log: BoundLogger,
     ):
@@ -49,10 +52,30 @@ class SessionRunner:
         self._set_status = set_status
         self._ended = ended
         self._rng = rng
+        self.id_tag = id_tag
         self.session_seconds = session_seconds
+        self.idle_seconds = idle_seconds
         self.step_delay = step_delay
         self._log = log
         self.completed: list[CompletedTransaction] = []
+
+    def start(self, c: Connector, id_tag: str, *, remote: bool = False) -> bool:
+        """A car plugs in at `c` and `id_tag` is presented; False if the connector does not take it."""
+        if not c.takes(id_tag):
+            return False
+        reservation_id = c.reservation["reservation_id"] if c.reservation is not None else None
+        c.session = Session(c.connector_id, id_tag, remote, random_vehicle(self._rng), reservation_id)
+        c.session_task = asyncio.create_task(self.run(c, c.session))
+        return True
+
+    async def arrivals(self, c: Connector, online: Callable[[], bool]) -> None:
+        """Cars arrive at `c` at random, with the station's own card: idle gap, session, idle gap..."""
+        while True:
+            await asyncio.sleep(spread(self.idle_seconds, self._rng))
+            if not online() or c.session is not None:
+                continue
+            if self.start(c, self.id_tag) and c.session_task is not None:
+                await asyncio.wait({c.session_task})
 
     async def run(self, c: Connector, s: Session) -> None:
         """The whole session; afterwards the connector is free (whatever went wrong)."""

@@ -1,18 +1,11 @@
-"""A simulated charging station, whatever OCPP version it speaks: the composition of its parts.
+"""A simulated charging station, whatever OCPP version it speaks: its parts, composed.
 
-- `Link` (`link.py`): the WebSocket to the central system, reconnecting with backoff;
-- `TransactionQueue` (`txqueue.py`): transaction messages that survive disconnects and are
-  resent, in order, after the next boot;
-- `Connectors` and `SessionRunner` (`connectors.py`, `sessions.py`): connectors, cars, sessions
-  and their meters;
-- `LocalAuthorization`, `ChargingProfiles`: the local list and cache, the power limits;
-- an `OcppAdapter` (`adapter.py`; `v16/` for OCPP 1.6J) that says all this in its version's
-  messages and answers the central system's requests through the public API below.
-
-A `Station` boots (honouring Pending and Rejected, and the interval the server gave),
-heartbeats, charges cars, and changes state on remote operations (a remote start really starts
-a session, Reset reboots, Inoperative makes connectors Unavailable...). `SimulatedCharger`
-(`charger.py`) is a station with its version chosen.
+The parts: the `Link` to the central system, the `TransactionQueue` of messages that must get
+there, the `Connectors` with their sessions (`SessionRunner`), the `LocalAuthorization`, the
+`ChargingProfiles`, and an `OcppAdapter` that says all of it in its version's messages and
+answers the central system's requests through the public API below. A station boots (honouring
+Pending and Rejected, and the interval the server gave), heartbeats, charges cars, and changes
+state on remote operations. `SimulatedCharger` (`charger.py`) is a station with its version.
 
 Public API (used by the OCPP server's tests, `polaris smoke` and the protocol adapters)::
 
@@ -43,17 +36,15 @@ from polaris.sim.connectors import (
     Connector,
     Connectors,
     ReservationAnswer,
-    Session,
     StopReason,
 )
 from polaris.sim.errors import ChargerRefused, Offline, SimError
 from polaris.sim.link import Link
 from polaris.sim.metering import Context
 from polaris.sim.quirks import check_quirks
-from polaris.sim.sessions import SessionRunner, spread
+from polaris.sim.sessions import SessionRunner
 from polaris.sim.smart_charging import ChargingProfiles
 from polaris.sim.txqueue import TransactionQueue
-from polaris.sim.vehicle import random_vehicle
 
 log = get_logger(__name__)
 
@@ -79,7 +70,9 @@ class Station:
     sent = _forward("link", "sent", "CALLs the central system answered, by action.")
     reconnect_max_delay = _forward("link", "reconnect_max_delay", "Longest wait (s) between connection attempts.")
     max_power_w = _forward("smart_charging", "max_power_w", "The charger's own maximum power (W).")
+    id_tag = _forward("sessions", "id_tag", "The card the station's own sessions present.")
     session_seconds = _forward("sessions", "session_seconds", "Mean session length (s).")
+    idle_seconds = _forward("sessions", "idle_seconds", "Mean gap (s) between a connector's own sessions.")
     step_delay = _forward("sessions", "step_delay", "Pause (s) between a session's steps (Finishing...).")
     completed_transactions = _forward("sessions", "completed", "Transactions whose end was acknowledged.")
     connector0_status = _forward("connectors", "connector0_status", "The charger's own status (connector 0).")
@@ -118,12 +111,10 @@ class Station:
             raise SimError("a charger needs at least one connector")
         self.quirks = check_quirks(quirks)
         self.charge_box_id = charge_box_id
-        self.id_tag = id_tag
         self.auto_sessions = auto_sessions
         self.vendor, self.model = vendor, model
         self.firmware_version = firmware_version
         self.serial_number = serial_number or f"SN-{charge_box_id}"
-        self.idle_seconds = idle_seconds
         self.response_timeout = response_timeout
         # Per-charger randomness, repeatable across runs (str hashes are salted per process).
         self.rng = random.Random(seed if seed is not None else zlib.crc32(charge_box_id.encode()))
@@ -156,7 +147,9 @@ class Station:
             set_status=self._set_status,
             ended=self._session_ended,
             rng=self.rng,
+            id_tag=id_tag,
             session_seconds=session_seconds,
+            idle_seconds=idle_seconds,
             step_delay=step_delay,
             log=self._log,
         )
@@ -296,13 +289,7 @@ class Station:
     def start_session(self, connector_id: int = 1, id_tag: str | None = None, *, remote: bool = False) -> bool:
         """Plug a car in and present a card (or an app start) on a connector; False if it is busy."""
         c = self.connectors.get(connector_id)
-        tag = id_tag or self.id_tag
-        if c is None or not c.takes(tag):
-            return False
-        reservation_id = c.reservation["reservation_id"] if c.reservation is not None else None
-        c.session = Session(connector_id, tag, remote, random_vehicle(self.rng), reservation_id)
-        c.session_task = asyncio.create_task(self.sessions.run(c, c.session))
-        return True
+        return c is not None and self.sessions.start(c, id_tag or self.id_tag, remote=remote)
 
     def stop_session(self, connector_id: int = 1, reason: str = StopReason.LOCAL) -> bool:
         """End the session on a connector (the driver stops it); False if there is none."""
@@ -429,7 +416,7 @@ class Station:
             if self.auto_sessions:
                 for c in self.connectors.values():
                     if not any(t.get_name() == f"auto-{c.connector_id}" for t in self._tasks):
-                        self.spawn(self._auto_sessions(c), name=f"auto-{c.connector_id}")
+                        self.spawn(self.sessions.arrivals(c, lambda: self.connected), name=f"auto-{c.connector_id}")
             await asyncio.wait({reader})
         except Offline:
             pass
@@ -478,15 +465,6 @@ class Station:
         while True:
             await asyncio.sleep(max(1, self.heartbeat_interval))
             await self.protocol.heartbeat()
-
-    async def _auto_sessions(self, c: Connector) -> None:
-        """Cars arrive at random: idle gap, session, idle gap, ..."""
-        while True:
-            await asyncio.sleep(spread(self.idle_seconds, self.rng))
-            if not self.connected or c.session is not None:
-                continue
-            if self.start_session(c.connector_id) and c.session_task is not None:
-                await asyncio.wait({c.session_task})
 
     def _busy(self) -> bool:
         return any(c.session for c in self.connectors.values())
