@@ -97,6 +97,8 @@ class CompletedTransaction:
 
 @dataclass
 class Connector:
+    """One connector: its energy register, status, availability, reservation and session."""
+
     connector_id: int
     meter_wh: float
     status: str = Status.AVAILABLE
@@ -126,6 +128,7 @@ class Connector:
         )
 
     def energy_sample(self, context: str) -> MeterSample:
+        """The energy register alone, now."""
         return energy_sample(self.meter_wh, context)
 
     def sample(self, measurands: list[str], context: str, rng: random.Random) -> MeterSample:

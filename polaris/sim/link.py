@@ -64,6 +64,7 @@ class Link:
 
     @property
     def ws_url(self) -> str:
+        """Where this charger connects: the URL with its (percent-encoded) charge box id."""
         return f"{self.url}/{quote(self.charge_box_id, safe='-._~')}"
 
     def _headers(self) -> list[tuple[str, str]]:
@@ -127,6 +128,7 @@ class Link:
         return reader
 
     def detach(self) -> None:
+        """The connection is gone: CALLs raise Offline until the next `attach`."""
         self._ws = self._cp = None
 
     @property
