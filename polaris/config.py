@@ -69,6 +69,7 @@ PURPOSE: dict[str, str] = {
     "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR",
     "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
     "POLARIS_DATA_DIR": "where local mode keeps the embedded Postgres and generated secrets",
+    "POLARIS_LOCAL_LAGO_PORT": "port of the local Lago stand-in `polaris up` runs when LAGO_API_KEY is unset",
 }
 
 SECRET_MIN_LENGTH = 32
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "console", "auto"] = "auto"
     POLARIS_DATA_DIR: Path = Path(".polaris")
+    POLARIS_LOCAL_LAGO_PORT: int = Field(8090, ge=1, le=65535)
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod

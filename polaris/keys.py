@@ -70,8 +70,13 @@ def _burn(password: str) -> None:
 
 
 def generate_password(nbytes: int = 18) -> str:
-    """A random URL-safe secret (24 characters for the default 18 bytes)."""
-    return secrets.token_urlsafe(nbytes)
+    """A random URL-safe secret (24 characters for the default 18 bytes) that starts with a
+    letter or digit: secrets get pasted into shells, forms and command lines, where a leading
+    `-` reads as an option (1 in 32 of token_urlsafe's outputs starts with `-`, 1 in 32 with `_`)."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if value[0].isalnum():
+            return value
 
 
 def generate_public_id() -> str:

@@ -24,8 +24,8 @@ LOCAL_SECRETS = {
     "CF_EMAIL_WORKER_SECRET": 32,
 }
 
-# Port of the local Lago stand-in `up` runs when no LAGO_API_KEY is configured.
-LOCAL_LAGO_PORT = 8090
+# The key of the local Lago stand-in `up` runs when no LAGO_API_KEY is configured (its
+# port is POLARIS_LOCAL_LAGO_PORT).
 LOCAL_LAGO_KEY = "lago-local-key"
 
 
@@ -54,7 +54,7 @@ def local_lago(settings: Settings) -> dict[str, str]:
     """LAGO_API_URL / LAGO_API_KEY of the stand-in, when no real Lago is configured."""
     if settings.LAGO_API_KEY:
         return {}
-    return {"LAGO_API_URL": f"http://127.0.0.1:{LOCAL_LAGO_PORT}", "LAGO_API_KEY": LOCAL_LAGO_KEY}
+    return {"LAGO_API_URL": f"http://127.0.0.1:{settings.POLARIS_LOCAL_LAGO_PORT}", "LAGO_API_KEY": LOCAL_LAGO_KEY}
 
 
 def settings_for_local_deployment(settings: Settings) -> Settings:

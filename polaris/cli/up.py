@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from polaris import demo
 from polaris.cli.database import resolve_database_url
 from polaris.cli.errors import CommandError
-from polaris.cli.localmode import LOCAL_LAGO_KEY, LOCAL_LAGO_PORT, local_lago, local_secrets
+from polaris.cli.localmode import LOCAL_LAGO_KEY, local_lago, local_secrets
 from polaris.config import Settings
 from polaris.db.migrate import migrate
 from polaris.db.pool import connect, describe_connect_error
@@ -27,12 +30,33 @@ from polaris.logs import get_logger
 
 log = get_logger(__name__)
 
+# A child that exits this soon after it was started failed at start-up, not in service.
+STARTUP_S = 15.0
+TAIL_LINES = 40
+
+
+def opt(name: str, value: object) -> str:
+    """`--name=VALUE`: a value that starts with `-` (a generated password) stays a value."""
+    return f"{name}={value}"
+
+
 @dataclass
 class Service:
     name: str
     argv: list[str]
     url: str | None = None
     module: str = "polaris"
+
+
+@dataclass
+class Child:
+    """A running service: its process and the last lines it wrote to stderr."""
+
+    svc: Service
+    proc: subprocess.Popen
+    started: float
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    reader: threading.Thread | None = None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,44 +73,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 def services(
     settings: Settings, creds: demo.DemoCredentials, *, sim: bool, local_lago: bool
 ) -> list[Service]:
-    """The processes `up` runs: every service that exists so far."""
-    from polaris.cli.main import available_commands
-
-    have = set(available_commands())
+    """The processes `up` runs, servers before their clients."""
     out: list[Service] = []
     if local_lago:
         # Without a real Lago, bill into an in-memory stand-in speaking Lago's API, so the
         # sync worker runs and the portal shows prices.
+        port = settings.POLARIS_LOCAL_LAGO_PORT
         out.append(
             Service(
                 "lago",
-                ["--port", str(LOCAL_LAGO_PORT), "--api-key", LOCAL_LAGO_KEY,
-                 *(arg for c in demo.CUSTOMERS for arg in ("--subscription", c[2]))],
-                f"http://127.0.0.1:{LOCAL_LAGO_PORT} (local Lago stand-in; set LAGO_API_KEY for a real one)",
+                [opt("--port", port), opt("--api-key", LOCAL_LAGO_KEY),
+                 *(opt("--subscription", c[2]) for c in demo.CUSTOMERS)],
+                f"http://127.0.0.1:{port} (local Lago stand-in; set LAGO_API_KEY for a real one)",
                 module="polaris.sim.lago",
             )
         )
-    if "ocpp" in have:
-        out.append(Service("ocpp", ["ocpp"], f"ws://127.0.0.1:{settings.OCPP_PORT}/ocpp/<chargeBoxId>"))
-    if "web" in have:
-        out.append(Service("web", ["web"], f"{settings.ADMIN_BASE_URL} (admin), {settings.CUSTOMER_BASE_URL} (customers)"))
-    if "sync" in have:
-        out.append(Service("sync", ["sync"]))
-    if sim and "sim" in have and "ocpp" in have:
+    out.append(Service("ocpp", ["ocpp"], f"ws://127.0.0.1:{settings.OCPP_PORT}/ocpp/<chargeBoxId>"))
+    out.append(Service("web", ["web"], f"{settings.ADMIN_BASE_URL} (admin), {settings.CUSTOMER_BASE_URL} (customers)"))
+    out.append(Service("sync", ["sync"]))
+    if sim:
         out.append(
             Service(
                 "sim",
                 [
                     "sim",
-                    "--url", f"ws://127.0.0.1:{settings.OCPP_PORT}/ocpp",
-                    "--chargers", str(creds.charger_count),
-                    "--id-prefix", creds.charger_prefix,
-                    "--password", creds.charger_password,
-                    "--tag", ",".join(c[3] for c in demo.CUSTOMERS),
+                    opt("--url", f"ws://127.0.0.1:{settings.OCPP_PORT}/ocpp"),
+                    opt("--chargers", creds.charger_count),
+                    opt("--id-prefix", creds.charger_prefix),
+                    opt("--password", creds.charger_password),
+                    opt("--tag", ",".join(c[3] for c in demo.CUSTOMERS)),
                     # A lively demo: the first cars arrive within a minute (the simulator's
                     # defaults, 5 min gaps and 1-minute meter values, suit load tests) and
                     # the kWh on the portal's live page move every 15 s.
-                    "--idle-seconds", "40", "--session-seconds", "600", "--meter-interval", "15",
+                    opt("--idle-seconds", 40), opt("--session-seconds", 600), opt("--meter-interval", 15),
                 ],
             )
         )
@@ -129,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     lago_stand_in = local_lago(settings)
     env.update(lago_stand_in)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if sys.stderr.isatty():
+        # Their stderr is a pipe to us (so a failure's cause can be repeated last): keep
+        # the terminal's readable format rather than JSON lines.
+        env.setdefault("LOG_FORMAT", "console")
 
     if creds is None:
         print(
@@ -141,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_banner(settings, url, creds, procs)
 
-    children: list[tuple[Service, subprocess.Popen]] = []
+    children: list[Child] = []
     stop = {"requested": False}
 
     def request_stop(signum, frame):
@@ -149,38 +172,94 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    exit_code = 0
+    failed: Child | None = None
     try:
         for svc in procs:
-            child = subprocess.Popen(
-                [sys.executable, "-m", svc.module, *svc.argv], env=env, start_new_session=True
-            )
-            children.append((svc, child))
+            children.append(_start(svc, env))
             time.sleep(0.3)  # let servers bind before their clients start
-        while not stop["requested"]:
-            for svc, child in children:
-                if child.poll() is not None:
-                    print(f"polaris up: {svc.name} exited with code {child.returncode}; stopping", file=sys.stderr)
-                    stop["requested"] = True
-                    exit_code = 1
+        while not stop["requested"] and failed is None:
+            failed = next((c for c in children if c.proc.poll() is not None), None)
             time.sleep(0.2)
     finally:
-        _stop_children(children)
+        _stop_children([c for c in children if c is not failed])
+    if failed is not None:
+        # Last, after the others' shutdown lines: the cause, and what to do.
+        print(_failure_report(failed, data_dir), file=sys.stderr)
+        return 1
     print("polaris up: stopped", file=sys.stderr)
-    return exit_code
+    return 0
 
 
-def _stop_children(children: list[tuple[Service, subprocess.Popen]]) -> None:
+def _start(svc: Service, env: dict[str, str]) -> Child:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", svc.module, *svc.argv], env=env, start_new_session=True,
+        stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+    )
+    child = Child(svc, proc, time.monotonic())
+    child.reader = threading.Thread(target=_relay, args=(child,), name=f"stderr-{svc.name}", daemon=True)
+    child.reader.start()
+    return child
+
+
+def _relay(child: Child) -> None:
+    """Pass the child's stderr through to ours, keeping its last lines."""
+    assert child.proc.stderr is not None
+    for line in child.proc.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if line.strip():
+            child.tail.append(line.rstrip())
+
+
+_ERROR_LINE = re.compile(r"error|exception|traceback|fatal|critical|refused|denied|failed", re.IGNORECASE)
+_HINTS = (
+    (re.compile(r"address already in use|errno 98", re.IGNORECASE),
+     "another process holds one of the ports: stop it (another `make up`?) or set WEB_PORT, OCPP_PORT, "
+     "OCPP_API_PORT or POLARIS_LOCAL_LAGO_PORT, then run `make up` again"),
+    (re.compile(r"database|postgres|connection refused", re.IGNORECASE),
+     "check the database (`polaris doctor`), then run `make up` again"),
+)
+
+
+def last_error_line(lines: list[str]) -> str | None:
+    """The line that says what went wrong: the last one that reads like an error, else the last one."""
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line):
+            return line
+    return lines[-1] if lines else None
+
+
+def _failure_report(child: Child, data_dir: Path) -> str:
+    if child.reader is not None:
+        child.reader.join(timeout=2)  # the rest of what it wrote
+    code = child.proc.returncode
+    when = "at start-up" if time.monotonic() - child.started < STARTUP_S else "while running"
+    cause = last_error_line(list(child.tail))
+    hint = next((h for pattern, h in _HINTS if cause and pattern.search(cause)), None)
+    lines = [f"polaris up: {child.svc.name} exited {when} (exit code {code}); everything else was stopped."]
+    if cause:
+        lines.append(f"polaris up: {child.svc.name} said: {cause}")
+    lines.append(
+        "polaris up: next: "
+        + (hint or f"fix that, then run `make up` again (it reuses {data_dir}/; delete it to start afresh)")
+    )
+    return "\n".join(lines)
+
+
+def _stop_children(children: list[Child]) -> None:
     # Clients first (the simulator), servers last, so nothing reconnects into a closing server.
-    for svc, child in reversed(children):
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
             try:
-                child.wait(timeout=10)
+                child.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                print(f"polaris up: {svc.name} did not stop in 10 s; killing it", file=sys.stderr)
-                child.kill()
-                child.wait()
+                print(f"polaris up: {child.svc.name} did not stop in 10 s; killing it", file=sys.stderr)
+                child.proc.kill()
+                child.proc.wait()
+    for child in children:
+        if child.reader is not None:
+            child.reader.join(timeout=2)
 
 
 def _print_banner(settings: Settings, url: str, creds: demo.DemoCredentials | None, procs: list[Service]) -> None:

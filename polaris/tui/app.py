@@ -184,6 +184,7 @@ class PolarisApp(App):
         """Queue one live event; applied with the others at the next flush."""
         update = update_from_event(event)
         if update is not None:
+            update.seen_at = self.clock()
             self._pending.append(update)
         else:
             self._pending_other.append(event)

@@ -26,6 +26,8 @@ class ChargerRow:
     error_code: str | None = None
     firmware: str = ""
     last_heartbeat_at: datetime | None = None
+    # The last message of any kind (a charger that sends meter values may rarely heartbeat).
+    last_seen_at: datetime | None = None
     status: str = "Offline"
 
     def recompute(self) -> None:
@@ -41,6 +43,7 @@ class ChargerRow:
             error_code=next((k.error_code for k in c.connectors if k.error_code and k.error_code != "NoError"), None),
             firmware=c.firmware_version or "",
             last_heartbeat_at=c.last_heartbeat_at,
+            last_seen_at=_latest(c.last_seen_at, c.last_heartbeat_at),
         )
         row.recompute()
         return row
@@ -56,6 +59,8 @@ class StatusUpdate:
     error_code: str | None = None
     connected: bool | None = None
     heartbeat_at: datetime | None = None
+    # When the console learnt of it: the charger sent something just then.
+    seen_at: datetime | None = None
 
 
 def update_from_event(event: LiveEvent) -> StatusUpdate | None:
@@ -79,6 +84,11 @@ def update_from_event(event: LiveEvent) -> StatusUpdate | None:
         connected=connected if isinstance(connected, bool) else None,
         heartbeat_at=_parse_dt(hb),
     )
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def _parse_dt(value: object) -> datetime | None:
@@ -191,6 +201,8 @@ class ChargerStore:
                     row.error_code = None if u.error_code == "NoError" else u.error_code
             if u.heartbeat_at is not None:
                 row.last_heartbeat_at = u.heartbeat_at
+            if u.connected is not False:
+                row.last_seen_at = _latest(row.last_seen_at, u.heartbeat_at, u.seen_at)
             row.recompute()
             touched.add(i)
         reshaped = False

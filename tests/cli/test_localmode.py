@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from pydantic import SecretStr
 
-from polaris.cli.localmode import LOCAL_LAGO_KEY, LOCAL_LAGO_PORT, settings_for_local_deployment
+from polaris.cli.localmode import LOCAL_LAGO_KEY, settings_for_local_deployment
 from polaris.config import Settings
 
 
@@ -36,4 +36,4 @@ async def test_up_checkout_gets_its_database_secrets_and_lago(tmp_path):
     assert local.AUTH_SECRET.get_secret_value() == "a" * 64
     assert local.STEVE_API_KEY.get_secret_value() == "mine" * 10  # the environment wins
     assert (local.LAGO_API_URL, local.LAGO_API_KEY.get_secret_value()) == (
-        f"http://127.0.0.1:{LOCAL_LAGO_PORT}", LOCAL_LAGO_KEY)
+        "http://127.0.0.1:8090", LOCAL_LAGO_KEY)

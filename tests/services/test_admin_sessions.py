@@ -132,6 +132,30 @@ async def test_sync_status_pin_and_trigger(api, pool, db_dsn, operator):
     assert (await (await api.get(f"{API}/sync/unbillable", headers=h)).json())["items"] == []
 
 
+async def test_energy_today_counts_sessions_still_charging(api, pool, operator):
+    # Two cars charging since this morning: before this, the tile said 0.0 kWh until they left.
+    async with pool.acquire() as conn:
+        await charge_boxes.add_charge_boxes(conn, ["CB-9"], "charger-key-0123456789")
+        pk = await conn.fetchval("SELECT id FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-9'")
+        for connector, start, reading in ((1, 1000, "13.5"), (2, 500, "4500")):
+            tx = await conn.fetchval(
+                "INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start) "
+                "VALUES ($1, $2, 'ANN1', now() - interval '5 minutes', $3) RETURNING id", pk, connector, start)
+            unit = "kWh" if "." in reading else "Wh"
+            await conn.execute(
+                "INSERT INTO ocpp.meter_values (charge_box_pk, connector_id, transaction_id, sampled_at, value, "
+                "value_num, measurand, unit) VALUES ($1, $2, $3, now() - interval '1 minute', $4, $5, "
+                "'Energy.Active.Import.Register', $6)", pk, connector, tx, reading, float(reading), unit)
+        # A session that ended today still counts once, from its meter readings.
+        await conn.execute(
+            "INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start, "
+            "stop_timestamp, meter_stop) VALUES ($1, 3, 'ANN1', now() - interval '3 minutes', 0, "
+            "now(), 2000)", pk)
+    d = await (await api.get(f"{API}/dashboard", headers=operator.headers)).json()
+    assert d["active_sessions"] == 2
+    assert d["energy_today_kwh"] == 12.5 + 4.0 + 2.0
+
+
 async def test_dashboard_and_health(api, pool, operator):
     await seed(pool)
     async with pool.acquire() as conn:

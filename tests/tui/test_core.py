@@ -68,6 +68,26 @@ def test_store_applies_a_batch_and_reports_touched_rows():
     assert s.counts() == {"total": 3, "online": 3, "offline": 0, "charging": 1, "faulted": 1}
 
 
+def test_last_message_is_any_message_not_only_heartbeats():
+    # A simulated charger sends status and meter values but rarely a Heartbeat: the list
+    # said "never" for a charger that spoke a second ago.
+    from datetime import UTC, datetime, timedelta
+
+    from polaris.tui.widgets.charger_table import age
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    c = charger("CP-1", True, "Charging")
+    c.last_seen_at = now - timedelta(seconds=12)
+    s = ChargerStore()
+    s.load([c])
+    assert s.rows[0].last_heartbeat_at is None
+    assert age(s.rows[0].last_seen_at, now) == "12s ago"
+    s.apply([StatusUpdate("CP-1", 1, "SuspendedEV", seen_at=now)])
+    assert s.rows[0].last_seen_at == now
+    s.apply([StatusUpdate("CP-1", connected=False, seen_at=now + timedelta(seconds=5))])
+    assert s.rows[0].last_seen_at == now, "going away is not a message from the charger"
+
+
 def test_store_filters_and_reshapes_when_a_row_leaves_the_filter():
     s = ChargerStore()
     s.load([charger(f"CP-{i}", True, "Available") for i in range(5)])

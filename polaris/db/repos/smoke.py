@@ -18,6 +18,7 @@ import asyncpg
 
 from polaris.db.errors import InvalidInput
 from polaris.db.repos import charge_boxes, customers, id_tags, sessions, users
+from polaris.keys import generate_password
 
 SMOKE_PREFIX = "SMOKE-"
 SMOKE_DOMAIN = "polaris-smoke.invalid"
@@ -77,7 +78,7 @@ async def create_smoke_data(
 ) -> SmokeData:
     """Register a test charger (is_test), a test customer with a card, and an operator with a
     short-lived API token, in one transaction: all or nothing."""
-    charger_key = secrets.token_urlsafe(24)  # 32 characters: a valid AuthorizationKey
+    charger_key = generate_password(24)  # 32 characters: a valid AuthorizationKey
     async with conn.transaction():
         (box,) = await charge_boxes.add_charge_boxes(
             conn,

@@ -127,11 +127,24 @@ async def meter_values_for(conn: asyncpg.Connection, transaction_id: int, *, lim
 
 
 async def session_figures(conn: asyncpg.Connection) -> asyncpg.Record:
-    """Active sessions, power drawn now (kW, latest sample per open session), energy today (kWh)."""
+    """Active sessions, power drawn now (kW, latest sample per open session), energy today (kWh).
+
+    Energy today is what sessions that ended today delivered plus what the sessions still
+    charging have delivered so far (their latest register reading), so two cars charging
+    since the morning count before they leave.
+    """
     return await conn.fetchrow(
-        """
+        f"""
         WITH open AS (
-            SELECT id, meter_start FROM ocpp.transactions WHERE stop_timestamp IS NULL
+            SELECT id, meter_start, is_test FROM ocpp.transactions WHERE stop_timestamp IS NULL
+        ), open_energy AS (
+            SELECT greatest((SELECT round({_REGISTER_WH})::bigint FROM ocpp.meter_values mv
+                             WHERE mv.transaction_id = o.id AND mv.value_num IS NOT NULL
+                               AND coalesce(mv.measurand, 'Energy.Active.Import.Register')
+                                   = 'Energy.Active.Import.Register'
+                               AND coalesce(mv.phase, '') = ''
+                             ORDER BY mv.sampled_at DESC LIMIT 1) - o.meter_start, 0) AS wh
+            FROM open o WHERE NOT o.is_test
         ), power AS (
             SELECT (SELECT CASE WHEN lower(coalesce(mv.unit, 'W')) = 'kw' THEN mv.value_num
                                 ELSE mv.value_num / 1000 END
@@ -144,9 +157,10 @@ async def session_figures(conn: asyncpg.Connection) -> asyncpg.Record:
         )
         SELECT (SELECT count(*) FROM open) AS active_sessions,
                coalesce((SELECT sum(kw) FROM power), 0)::float8 AS power_kw,
-               coalesce((SELECT sum(meter_stop - meter_start) FROM ocpp.transactions
-                         WHERE stop_timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                           AND NOT is_test), 0)::float8 / 1000 AS energy_today_kwh,
+               (coalesce((SELECT sum(meter_stop - meter_start) FROM ocpp.transactions
+                          WHERE stop_timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                            AND NOT is_test), 0)
+                + coalesce((SELECT sum(wh) FROM open_energy), 0))::float8 / 1000 AS energy_today_kwh,
                (SELECT count(*) FROM ocpp.transactions
                 WHERE stop_timestamp IS NULL AND stuck_since IS NOT NULL) AS stuck_sessions
         """

@@ -89,7 +89,8 @@ class ChargerDetailScreen(ForwardWorkerErrors, Screen):
             f"[b]{ch.charge_box_id}[/b]  {ch.status}  {'connected' if ch.connected else 'offline'}"
             + ("" if ch.active else "  (deactivated)"),
             f"{ch.vendor or '?'} {ch.model or ''}  firmware {ch.firmware_version or '?'}  site {ch.site_name or '-'}",
-            f"heartbeat {age(ch.last_heartbeat_at, now)}  boot {age(ch.last_boot_at, now)}"
+            f"last message {age(ch.last_seen_at, now)}  heartbeat {age(ch.last_heartbeat_at, now)}"
+            f"  boot {age(ch.last_boot_at, now)}"
             f"  registration {ch.registration_status or '?'}",
         ]
         self.query_one("#charger-summary", Static).update("\n".join(lines))

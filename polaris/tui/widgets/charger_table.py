@@ -33,7 +33,7 @@ STATUS_STYLES = {
 }
 
 # (title, width); the last column takes what is left.
-COLUMNS = (("Charger", 18), ("Status", 13), ("Connectors", 22), ("Heartbeat", 10), ("Site", 0))
+COLUMNS = (("Charger", 18), ("Status", 13), ("Connectors", 22), ("Last msg", 10), ("Site", 0))
 
 
 def age(then: datetime | None, now: datetime) -> str:
@@ -161,7 +161,7 @@ class ChargerTable(ScrollView, can_focus=True):
             (fit(row.status if not row.error_code or row.status != "Faulted" else f"Faulted {row.error_code}", 13),
              STATUS_STYLES.get(row.status)),
             (fit(connectors_text(row), 22), None),
-            (fit(age(row.last_heartbeat_at, self._now) if row.connected else "-", 10), None),
+            (fit(age(row.last_seen_at, self._now) if row.connected else "-", 10), None),
             (fit(row.site, rest), None),
         )
         segments = []
