@@ -14,6 +14,8 @@ The version-neutral core:
   jobs.py         Job / JobRunner: the server's maintenance jobs
   maintenance.py  the stuck-transaction check (a job)
   versions.py     Versions: which handler class a connecting charger gets
+  core.py         what charger messages do, version-neutral (boot, status, authorize,
+                  transactions, meter values, DataTransfer): each version's handlers call it
   authorize.py, parsing.py, hooks.py, metrics.py: id-tag decisions, tolerant reading of
                   charger data, the web process's hooks, Prometheus metrics
 One package per OCPP version, thin over the core (only server.py imports them):

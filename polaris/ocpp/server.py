@@ -2,7 +2,8 @@
 
 `OcppServer` wires the parts and holds the registry; each part is its own module:
   - admission.py: path, subprotocol and credentials, before the upgrade;
-  - session.py + v16/: one connection, with the handlers of its OCPP version;
+  - session.py + v16/: one connection, with the handlers of its OCPP version, which map
+    the version's messages onto core.py;
   - context.py: what a connection may use (handed to it instead of this server);
   - presence.py: last-seen, heartbeat and connection-state buffers, written in batches;
   - jobs.py + maintenance.py: the maintenance jobs this server runs;
@@ -181,8 +182,8 @@ class OcppServer:
     # --- the registry ----------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        admission = admitted(connection)
-        cp = admission.session(self.ctx, connection, admission.auth)
+        charger = admitted(connection)
+        cp = charger.session(self.ctx, connection, charger.auth)
         old = self.connections.get(cp.id)
         self.connections[cp.id] = cp
         if old is not None:
