@@ -45,8 +45,6 @@ class JobRunner:
 
     def add(self, job: Job) -> Job:
         self.jobs.append(job)
-        if self._tasks:  # already running: start this one too
-            self._tasks.append(asyncio.create_task(self._loop(job), name=f"job:{job.name}"))
         return job
 
     def start(self) -> None:
