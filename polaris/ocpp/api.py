@@ -29,8 +29,8 @@ from aiohttp import web
 from polaris.db.errors import InvalidInput, NotFound
 from polaris.db.repos import transactions
 from polaris.logs import get_logger
-from polaris.ocpp import commands
-from polaris.ocpp.charge_point import DB_UNAVAILABLE
+from polaris.ocpp.commands import send_command
+from polaris.ocpp.errors import DB_UNAVAILABLE, ChargerCallError, CommandError
 from polaris.ocpp.metrics import CONTENT_TYPE
 from polaris.ocpp.server import OcppServer
 
@@ -107,9 +107,9 @@ async def charger(request: web.Request) -> web.Response:
 async def operation(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     op = request.match_info["operation"]
-    if op not in commands.OPERATIONS:
-        return _error(404, "unknown_operation",
-                      f"unknown operation {op!r}; one of: {', '.join(commands.OPERATIONS)}")
+    known = server.versions.operation_names()
+    if op not in known:
+        return _error(404, "unknown_operation", f"unknown operation {op!r}; one of: {', '.join(known)}")
     try:
         body = json.loads(await request.read() or b"null")
     except ValueError:
@@ -121,12 +121,12 @@ async def operation(request: web.Request) -> web.Response:
         return _error(400, "invalid_request", "chargeBoxId (a string) is required")
     started = time.perf_counter()
     try:
-        answer = await commands.send_command(server, charge_box_id, op, body,
-                                             requested_by=request.headers.get("X-Requested-By"))
-    except commands.CommandError as exc:
+        answer = await send_command(server, charge_box_id, op, body,
+                                    requested_by=request.headers.get("X-Requested-By"))
+    except CommandError as exc:
         server.metrics.command_seconds.labels(op).observe(time.perf_counter() - started)
         server.metrics.commands.labels(op, exc.code).inc()
-        if not isinstance(exc, commands.ChargerCallError):
+        if not isinstance(exc, ChargerCallError):
             return _error(exc.status, exc.code, str(exc))
         return _error(exc.status, exc.code, str(exc), errorCode=exc.answer.code,
                       errorDescription=exc.answer.description, errorDetails=exc.answer.details)

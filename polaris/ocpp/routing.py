@@ -17,23 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from polaris.db import notify
 from polaris.db.listen import PgListener
 from polaris.db.repos import charge_boxes, routed_commands
 from polaris.logs import get_logger
-from polaris.ocpp import commands
-from polaris.ocpp.charge_point import DB_UNAVAILABLE, CallErrorAnswer
-
-if TYPE_CHECKING:
-    from polaris.ocpp.server import OcppServer
+from polaris.ocpp.commands import QUEUE_TIMEOUT_S, CommandHost, send_command
+from polaris.ocpp.errors import (
+    COMMAND_ERRORS,
+    DB_UNAVAILABLE,
+    CallErrorAnswer,
+    ChargerCallError,
+    ChargerOffline,
+    CommandError,
+    CommandTimeout,
+)
 
 log = get_logger(__name__)
 
 # How long a routed command waits beyond the charger's own answer timeout: its turn in
 # the holder's queue for the charger, and the two hops through Postgres.
-GRACE_S = commands.QUEUE_TIMEOUT_S + 2.0
+GRACE_S = QUEUE_TIMEOUT_S + 2.0
 # While waiting, the row is also read this often: an answer whose NOTIFY was missed (the
 # listener was reconnecting) is still picked up.
 POLL_S = 1.0
@@ -46,17 +51,21 @@ def application_name(instance: str) -> str:
 
 
 class CommandRouter:
-    def __init__(self, server: OcppServer):
-        self.server = server
+    """Both sides of routing for one instance: `holder`/`forward` (commands.Forwarder) for
+    commands it cannot send itself, and serving the commands other instances route to it."""
+
+    def __init__(self, host: CommandHost):
+        self.host = host
+        self.ctx = ctx = host.ctx
         self.grace = GRACE_S
         self._waiting: dict[int, asyncio.Event] = {}
         self._listener = PgListener(
-            server.settings.database_url,
+            ctx.settings.database_url,
             [notify.OCPP_COMMANDS],
             self._on_notify,
             name="ocpp-commands",
             on_connect=self._catch_up,
-            application_name=application_name(server.instance),
+            application_name=application_name(ctx.instance),
         )
 
     @property
@@ -73,13 +82,13 @@ class CommandRouter:
 
     async def holder(self, charge_box_id: str) -> str | None:
         """The other, running instance holding this charger, if any."""
-        async with self.server.pool.acquire() as conn:
+        async with self.ctx.pool.acquire() as conn:
             row = await charge_boxes.get_connection_state(conn, charge_box_id)
             instance = row["connected_instance"] if row is not None and row["connected"] else None
-            if not instance or instance == self.server.instance:
+            if not instance or instance == self.ctx.instance:
                 return None
             if not await routed_commands.instance_alive(conn, application_name(instance)):
-                raise commands.ChargerOffline(
+                raise ChargerOffline(
                     f"charger {charge_box_id} was last connected to OCPP server instance {instance}, "
                     "which is not running; it reconnects to a running one by itself"
                 )
@@ -90,7 +99,7 @@ class CommandRouter:
         requested_by: str | None, answer_timeout: float,
     ) -> dict:
         """Have `instance` send the command; its answer, or the error it got."""
-        async with self.server.pool.acquire() as conn:
+        async with self.ctx.pool.acquire() as conn:
             command_id = await routed_commands.create(
                 conn, target_instance=instance, charge_box_id=charge_box_id, operation=operation,
                 payload=payload, requested_by=requested_by, answer_timeout=answer_timeout,
@@ -102,10 +111,10 @@ class CommandRouter:
                 while row is None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(answered.wait(), POLL_S)
-                    async with self.server.pool.acquire() as conn:
+                    async with self.ctx.pool.acquire() as conn:
                         row = await routed_commands.take_answered(conn, command_id)
         except TimeoutError:
-            raise commands.CommandTimeout(
+            raise CommandTimeout(
                 f"OCPP server instance {instance}, which holds charger {charge_box_id}, did not report an "
                 f"answer to {operation} within {answer_timeout + self.grace:g} s"
             ) from None
@@ -113,7 +122,7 @@ class CommandRouter:
             self._waiting.pop(command_id, None)
             if row is None:  # gave up: the holder must not send it after the caller was told so
                 with contextlib.suppress(*DB_UNAVAILABLE):
-                    async with self.server.pool.acquire() as conn:
+                    async with self.ctx.pool.acquire() as conn:
                         await routed_commands.take(conn, command_id)
         return _outcome(row)
 
@@ -130,8 +139,8 @@ class CommandRouter:
             event = self._waiting.get(command_id)
             if event is not None:
                 event.set()
-        elif msg.get("instance") == self.server.instance:
-            self.server.spawn(self._serve(command_id))
+        elif msg.get("instance") == self.ctx.instance:
+            self.ctx.spawn(self._serve(command_id))
 
     async def _catch_up(self) -> None:
         """Commands sent to this instance while its listener was down."""
@@ -139,10 +148,10 @@ class CommandRouter:
 
     async def _serve(self, command_id: int | None) -> None:
         try:
-            async with self.server.pool.acquire() as conn:
+            async with self.ctx.pool.acquire() as conn:
                 if command_id is None:
                     await routed_commands.forget_old(conn, older_than_s=3600)
-                rows = await routed_commands.claim(conn, command_id, self.server.instance, max_age_s=CATCH_UP_S)
+                rows = await routed_commands.claim(conn, command_id, self.ctx.instance, max_age_s=CATCH_UP_S)
         except DB_UNAVAILABLE:
             log.warning("routed command not claimed: database unavailable", command_id=command_id)
             return
@@ -151,37 +160,31 @@ class CommandRouter:
     async def _run(self, row: Any) -> None:
         fields: dict[str, Any] = {"outcome": "answered"}
         try:
-            fields["answer"] = await commands.send_command(
-                self.server, row["charge_box_id"], row["operation"], row["payload"],
+            fields["answer"] = await send_command(
+                self.host, row["charge_box_id"], row["operation"], row["payload"],
                 requested_by=row["requested_by"], answer_timeout=row["answer_timeout"], route=False,
             )
-        except commands.ChargerCallError as exc:
+        except ChargerCallError as exc:
             a = exc.answer
             fields = {"outcome": exc.code, "error_message": str(exc),
                       "call_error": {"code": a.code, "description": a.description, "details": a.details}}
-        except commands.CommandError as exc:
+        except CommandError as exc:
             fields = {"outcome": exc.code, "error_message": str(exc)}
         except Exception as exc:  # the caller must hear something, whatever happened here
             log.exception("routed command failed", command_id=row["id"])
             fields = {"outcome": "error", "error_message": f"{type(exc).__name__}: {exc}"}
         try:
-            async with self.server.pool.acquire() as conn:
+            async with self.ctx.pool.acquire() as conn:
                 await routed_commands.answer(conn, row["id"], **fields)
         except DB_UNAVAILABLE:
             log.warning("routed command answer lost: database unavailable", command_id=row["id"])
-
-
-ERRORS: dict[str, type[commands.CommandError]] = {
-    cls.code: cls
-    for cls in (commands.InvalidCommand, commands.UnknownOperation, commands.ChargerOffline, commands.CommandTimeout)
-}
 
 
 def _outcome(row: Any) -> dict:
     if row["outcome"] == "answered":
         return row["answer"]
     message = row["error_message"] or row["outcome"]
-    if row["outcome"] == commands.ChargerCallError.code and row["call_error"]:
+    if row["outcome"] == ChargerCallError.code and row["call_error"]:
         e = row["call_error"]
-        raise commands.ChargerCallError(CallErrorAnswer(e["code"], e["description"], e["details"]))
-    raise ERRORS.get(row["outcome"], commands.CommandError)(message)
+        raise ChargerCallError(CallErrorAnswer(e["code"], e["description"], e["details"]))
+    raise COMMAND_ERRORS.get(row["outcome"], CommandError)(message)

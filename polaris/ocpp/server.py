@@ -1,100 +1,51 @@
-"""The OCPP 1.6J central system: WebSocket server, admission, connection registry, shutdown.
+"""The OCPP central system: one process's WebSocket server and registry of connections.
 
-Chargers connect to `/ocpp/{chargeBoxId}` or SteVe's
-`/steve/websocket/CentralSystemService/{chargeBoxId}` (the id may be percent-encoded).
-
-Admission, before the upgrade (`process_request`):
-  - a path we do not serve -> 404;
-  - a client offering WebSocket subprotocols but not `ocpp1.6` -> 400 saying which one we speak;
-  - a client offering NO subprotocol is accepted as OCPP 1.6J: several chargers in the field
-    (Grizzl-E and others) never send the header, and refusing them helps nobody;
-  - HTTP Basic (security profiles 1 and 2): username = charge box id, password = the
-    charger's key; missing, wrong, mismatched or unknown -> 401 with `WWW-Authenticate`;
-    with OCPP_UNKNOWN_CHARGERS=pending an unknown id is registered as Pending, its first
-    password becoming its key.
-Verified credentials are cached (30 s fresh; used stale while the database is down), so
-known chargers reconnect during a database outage.
+`OcppServer` wires the parts and holds the registry; each part is its own module:
+  - admission.py: path, subprotocol and credentials, before the upgrade;
+  - session.py + v16/: one connection, with the handlers of its OCPP version, which map
+    the version's messages onto core.py;
+  - context.py: what a connection may use (handed to it instead of this server);
+  - presence.py: last-seen, heartbeat and connection-state buffers, written in batches;
+  - jobs.py + maintenance.py: the maintenance jobs this server runs;
+  - commands.py + routing.py: commands to chargers, here or through another instance.
 
 Keepalive: a WebSocket ping every 60 s, answered within 30 s, so a half-open connection
-(a charger that lost power or its modem) is closed within 90 s.
-
-A second connection for the same id replaces the first (the old socket is closed). Last-seen
-and heartbeat times are buffered in memory and written in batches every few seconds.
+(a charger that lost power or its modem) is closed within 90 s. A second connection for
+the same id replaces the first (the old socket is closed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import json
 import resource
 import socket
 import ssl
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any
-from urllib.parse import unquote
 
 import asyncpg
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from polaris.config import Settings
-from polaris.db.errors import RepoError
-from polaris.db.repos import charge_boxes, connectors, transactions
-from polaris.keys import verify_charger_key
+from polaris.db.repos import charge_boxes
 from polaris.logs import get_logger
-from polaris.ocpp.charge_point import DB_UNAVAILABLE, ChargePoint
+from polaris.ocpp import maintenance
+from polaris.ocpp.admission import Admission, admitted
+from polaris.ocpp.context import DataTransferHandler, OcppContext
+from polaris.ocpp.errors import DB_UNAVAILABLE
 from polaris.ocpp.hooks import Hooks
+from polaris.ocpp.jobs import JobRunner
+from polaris.ocpp.journal import Journal
 from polaris.ocpp.metrics import OcppMetrics
-from polaris.ocpp.parsing import now_utc
-from polaris.ocpp.protocol import warm_schemas
+from polaris.ocpp.presence import Presence
 from polaris.ocpp.routing import CommandRouter
+from polaris.ocpp.session import Session
+from polaris.ocpp.v16 import ChargePoint as ChargePoint16
+from polaris.ocpp.versions import Versions
 
 log = get_logger(__name__)
 
-SUBPROTOCOL = "ocpp1.6"
-PATH_PREFIXES = ("/ocpp/", "/steve/websocket/CentralSystemService/")
-AUTH_CACHE_FRESH_S = 30.0
-FLUSH_INTERVAL_S = 5.0
-CONNECTION_STATE_BATCH_S = 0.1
-STUCK_CHECK_INTERVAL_S = 600.0
 MAX_MESSAGE_BYTES = 512 * 1024  # a full GetConfiguration or DataTransfer fits; more is abuse
-
-
-@dataclass(slots=True)
-class ChargerAuth:
-    pk: int
-    charge_box_id: str
-    key_salt: bytes | None
-    key_hash: bytes | None
-    registration_status: str
-    active: bool
-    fetched_at: float
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> ChargerAuth:
-        return cls(row["id"], row["charge_box_id"], row["key_salt"], row["key_hash"],
-                   row["registration_status"], row["active"], time.monotonic())
-
-
-def charge_box_id_from_path(path: str) -> str | None:
-    path = path.split("?", 1)[0]
-    for prefix in PATH_PREFIXES:
-        if path.startswith(prefix):
-            rest = unquote(path[len(prefix):]).rstrip("/")
-            if rest and "/" not in rest and charge_boxes.CHARGE_BOX_ID.match(rest):
-                return rest
-    return None
-
-
-def offered_subprotocols(headers: Headers) -> list[str]:
-    return [p.strip() for v in headers.get_all("Sec-WebSocket-Protocol") for p in v.split(",") if p.strip()]
+# The versions this server speaks (newest first) and the one for chargers offering none.
+VERSIONS = Versions(supported=(ChargePoint16,), default=ChargePoint16)
 
 
 class OcppServer:
@@ -114,36 +65,67 @@ class OcppServer:
         ping_timeout: float | None = 30.0,
         hooks: Hooks | None = None,
         route_commands: bool = True,
+        versions: Versions = VERSIONS,
     ):
-        self.settings = settings
-        self.pool = pool
-        self.instance = instance or socket.gethostname()
-        self.response_timeout = response_timeout
+        instance = instance or socket.gethostname()
+        hooks = hooks or Hooks(settings)
+        self.versions = versions
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.hooks = hooks or Hooks(settings)
-        self.connections: dict[str, ChargePoint] = {}
-        # vendorId -> async (charge_point, message_id, data) -> (status, data)
-        self.data_transfer_handlers: dict[str, Callable[..., Awaitable[tuple[str, Any]]]] = {}
-        self._auth_cache: dict[str, ChargerAuth] = {}
-        self._seen: dict[int, Any] = {}
-        self._heartbeats: dict[int, Any] = {}
-        self._deferred_status: list[dict] = []
-        self._connection_changes: list[tuple[int, bool, str]] = []
-        self._connection_changes_ready = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
-        self._ws_server: Server | None = None
-        self._background: list[asyncio.Task] = []
+        self.connections: dict[str, Session] = {}
+        self.ctx = OcppContext(
+            settings=settings,
+            pool=pool,
+            instance=instance,
+            hooks=hooks,
+            metrics=OcppMetrics(lambda: len(self.connections), lambda: hooks.dropped, lambda: hooks.failures),
+            presence=Presence(pool, instance),
+            journal=Journal(pool),
+            response_timeout=response_timeout,
+        )
+        self.admission = Admission(settings, pool, versions)
+        self.jobs = JobRunner()
+        for job in [*self.ctx.presence.jobs(), maintenance.stuck_transactions(self.ctx)]:
+            self.jobs.add(job)
         # Commands for chargers held by other instances (None: this instance serves only its own).
         self.router: CommandRouter | None = CommandRouter(self) if route_commands else None
-        self.metrics = OcppMetrics(
-            lambda: len(self.connections), lambda: self.hooks.dropped, lambda: self.hooks.failures
-        )
+        self._ws_server: Server | None = None
+
+    # What the command API and tests read; connections reach these through their context.
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.ctx.pool
+
+    @property
+    def instance(self) -> str:
+        return self.ctx.instance
+
+    @property
+    def hooks(self) -> Hooks:
+        return self.ctx.hooks
+
+    @property
+    def metrics(self) -> OcppMetrics:
+        return self.ctx.metrics
+
+    @property
+    def presence(self) -> Presence:
+        return self.ctx.presence
+
+    @property
+    def data_transfer_handlers(self) -> dict[str, DataTransferHandler]:
+        """vendorId -> async (session, message_id, data) -> (status, data)."""
+        return self.ctx.data_transfer_handlers
 
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None) -> Server:
-        warm_schemas()
+        for version in self.versions.supported:
+            version.warm()
         await self.hooks.start()
         try:
             async with self.pool.acquire() as conn:
@@ -156,8 +138,8 @@ class OcppServer:
             self._handle,
             host,
             port,
-            process_request=self._process_request,
-            select_subprotocol=_select_subprotocol,
+            process_request=self.admission.process_request,
+            select_subprotocol=self.admission.select_subprotocol,
             compression=None,  # permessage-deflate costs ~50 KiB per socket; OCPP frames are small
             max_size=MAX_MESSAGE_BYTES,
             max_queue=4,
@@ -170,11 +152,7 @@ class OcppServer:
         )
         if self.router is not None:
             self.router.start()
-        self._background = [
-            asyncio.create_task(self._flush_loop()),
-            asyncio.create_task(self._stuck_loop()),
-            asyncio.create_task(self._connection_state_loop()),
-        ]
+        self.jobs.start()
         log.info("ocpp server listening", host=host, port=self.port, tls=ssl_context is not None)
         return self._ws_server
 
@@ -188,13 +166,12 @@ class OcppServer:
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             await self._ws_server.wait_closed()
-        for task in [*self._background, *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        await self.jobs.close()
+        await self.ctx.tasks.cancel()
         if self.router is not None:
             await self.router.close()
-        await self._write_connection_changes()
-        await self._flush()
+        await self.presence.write_connection_changes()
+        await self.presence.flush()
         try:
             async with self.pool.acquire() as conn:
                 await charge_boxes.disconnect_instance(conn, self.instance)
@@ -202,113 +179,18 @@ class OcppServer:
             pass
         await self.hooks.close()
 
-    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
-        """Run follow-up work in a task we keep (cancelled at shutdown, never garbage-collected)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    # --- admission -------------------------------------------------------------------------
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path == "/healthz":
-            return connection.respond(HTTPStatus.OK, "ok\n")
-        charge_box_id = charge_box_id_from_path(request.path)
-        if charge_box_id is None:
-            return connection.respond(
-                HTTPStatus.NOT_FOUND,
-                "Chargers connect to /ocpp/{chargeBoxId} "
-                "or /steve/websocket/CentralSystemService/{chargeBoxId}\n",
-            )
-        offered = offered_subprotocols(request.headers)
-        if offered and SUBPROTOCOL not in offered:
-            log.info("refused: no ocpp1.6 subprotocol", charge_box_id=charge_box_id, offered=offered[:4])
-            return connection.respond(
-                HTTPStatus.BAD_REQUEST,
-                f"This central system speaks OCPP 1.6J: offer WebSocket subprotocol {SUBPROTOCOL} "
-                f"(offered: {', '.join(offered[:4])})\n",
-            )
-        auth = await self._admit(charge_box_id, request.headers)
-        if isinstance(auth, Response):
-            if auth.status_code == 401:
-                return _unauthorized(connection, auth.reason_phrase)
-            return connection.respond(auth.status_code, auth.reason_phrase + "\n")
-        connection.polaris_charger = auth  # type: ignore[attr-defined]
-        return None
-
-    async def _admit(self, charge_box_id: str, headers: Headers) -> ChargerAuth | Response:
-        def refuse(why: str) -> Response:
-            log.info("charger refused", charge_box_id=charge_box_id, reason=why)
-            return Response(401, why, Headers())
-
-        header = headers.get("Authorization")
-        if not header:
-            return refuse("missing credentials")
-        credentials = _basic_credentials(header)
-        if credentials is None:
-            return refuse("malformed Authorization header")
-        # Split after the charge box id, not at the first colon: ids may contain ':'.
-        if not credentials.startswith(charge_box_id + ":"):
-            return refuse("username is not the charge box id")
-        password = credentials[len(charge_box_id) + 1:]
-        auth = await self._credentials(charge_box_id)
-        if isinstance(auth, Response):
-            return auth
-        if auth is None:
-            if self.settings.OCPP_UNKNOWN_CHARGERS != "pending":
-                return refuse("unknown charge box")
-            try:
-                async with self.pool.acquire() as conn:
-                    row = await charge_boxes.register_pending(conn, charge_box_id, password)
-            except RepoError as exc:
-                return refuse(f"cannot register: {exc}")
-            except DB_UNAVAILABLE:
-                return Response(503, "database unavailable", Headers())
-            log.info("unknown charger registered as Pending", charge_box_id=charge_box_id)
-            auth = ChargerAuth.from_row(row)
-            self._auth_cache[charge_box_id] = auth
-            return auth
-        if not auth.active:
-            return refuse("charge box is disabled")
-        if auth.key_hash is None or auth.key_salt is None:
-            return refuse("charge box has no key set")
-        if not verify_charger_key(password, auth.key_salt, auth.key_hash):
-            return refuse("wrong password")
-        return auth
-
-    async def _credentials(self, charge_box_id: str) -> ChargerAuth | Response | None:
-        cached = self._auth_cache.get(charge_box_id)
-        if cached is not None and time.monotonic() - cached.fetched_at < AUTH_CACHE_FRESH_S:
-            return cached
-        try:
-            async with asyncio.timeout(8):  # within websockets' 10 s opening handshake
-                async with self.pool.acquire() as conn:
-                    row = await charge_boxes.get_credentials(conn, charge_box_id)
-        except DB_UNAVAILABLE:
-            if cached is not None:
-                return cached  # stale but verified before: let known chargers back in
-            log.warning("database unavailable; cannot admit unseen charger", charge_box_id=charge_box_id)
-            return Response(503, "database unavailable", Headers())
-        if row is None:
-            self._auth_cache.pop(charge_box_id, None)
-            return None
-        auth = ChargerAuth.from_row(row)
-        self._auth_cache[charge_box_id] = auth
-        return auth
-
-    # --- connections -----------------------------------------------------------------------
+    # --- the registry ----------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        auth: ChargerAuth = connection.polaris_charger  # type: ignore[attr-defined]
-        cp = ChargePoint(self, connection, auth)
+        charger = admitted(connection)
+        cp = charger.session(self.ctx, connection, charger.auth)
         old = self.connections.get(cp.id)
         self.connections[cp.id] = cp
         if old is not None:
             log.info("charger reconnected; old connection replaced", charge_box_id=cp.id)
             old.connection_lost()
-            self.spawn(old._connection.close(1000, "replaced by a new connection"))
-        self._set_connected(cp, True)
+            self.ctx.spawn(old.close(1000, "replaced by a new connection"))
+        self.presence.connected(cp.pk, cp.id, True)
         try:
             await cp.start()
         except ConnectionClosed:
@@ -317,104 +199,7 @@ class OcppServer:
             cp.connection_lost()
             if self.connections.get(cp.id) is cp:
                 del self.connections[cp.id]
-                self._set_connected(cp, False)
-
-    def _set_connected(self, cp: ChargePoint, connected: bool) -> None:
-        """Queue the connection state; a writer stores many in one statement (reconnect storms)."""
-        event = json.dumps({"event": "connected" if connected else "disconnected", "charge_box_id": cp.id})
-        self._connection_changes.append((cp.pk, connected, event))
-        self._connection_changes_ready.set()
-
-    async def _connection_state_loop(self) -> None:
-        while True:
-            await self._connection_changes_ready.wait()
-            await asyncio.sleep(CONNECTION_STATE_BATCH_S)  # let a storm's changes pile up
-            self._connection_changes_ready.clear()
-            await self._write_connection_changes()
-
-    async def _write_connection_changes(self) -> None:
-        changes, self._connection_changes = self._connection_changes, []
-        try:
-            async with self.pool.acquire() as conn:
-                await charge_boxes.set_connected_many(conn, changes, self.instance)
-        except DB_UNAVAILABLE:
-            log.warning("connection state not stored: database unavailable", count=len(changes))
-
-    # --- buffered writes -------------------------------------------------------------------
-
-    def saw(self, charge_box_pk: int) -> None:
-        self._seen[charge_box_pk] = now_utc()
-
-    def heartbeat(self, charge_box_pk: int) -> None:
-        self._heartbeats[charge_box_pk] = now_utc()
-
-    def defer_status(self, record: dict) -> None:
-        if len(self._deferred_status) < 100_000:
-            self._deferred_status.append(record)
-
-    async def _flush(self) -> None:
-        seen, self._seen = self._seen, {}
-        beats, self._heartbeats = self._heartbeats, {}
-        statuses, self._deferred_status = self._deferred_status, []
-        try:
-            async with self.pool.acquire() as conn:
-                await charge_boxes.touch_seen(conn, seen, beats)
-                for i, record in enumerate(statuses):
-                    try:
-                        await connectors.record_status(conn, **record)
-                    except DB_UNAVAILABLE:
-                        self._deferred_status[:0] = statuses[i:]
-                        raise
-        except DB_UNAVAILABLE:
-            # Keep what was not written; newer times already in the buffers win.
-            for pk, at in seen.items():
-                self._seen.setdefault(pk, at)
-            for pk, at in beats.items():
-                self._heartbeats.setdefault(pk, at)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            try:
-                await self._flush()
-            except Exception:
-                log.exception("buffered write failed")
-
-    async def _stuck_loop(self) -> None:
-        while True:
-            try:
-                async with self.pool.acquire() as conn:
-                    ids = await transactions.flag_stuck_transactions(
-                        conn, self.settings.OCPP_STUCK_TRANSACTION_HOURS
-                    )
-                if ids:
-                    log.warning("transactions flagged as stuck", transaction_ids=ids[:50], count=len(ids))
-            except DB_UNAVAILABLE:
-                pass
-            except Exception:
-                log.exception("stuck-transaction check failed")
-            await asyncio.sleep(STUCK_CHECK_INTERVAL_S)
-
-
-def _basic_credentials(header: str) -> str | None:
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        return base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def _select_subprotocol(connection: ServerConnection, offered: Any) -> str | None:
-    # Offers without ocpp1.6 were refused in process_request; no offer at all means 1.6.
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
-
-
-def _unauthorized(connection: ServerConnection, why: str) -> Response:
-    response = connection.respond(HTTPStatus.UNAUTHORIZED, f"Unauthorized: {why}\n")
-    response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
-    return response
+                self.presence.connected(cp.pk, cp.id, False)
 
 
 def raise_open_file_limit() -> int:

@@ -130,7 +130,8 @@ class Running:
 async def start_server(
     settings: Settings, pool: asyncpg.Pool, *, ssl_context: Any = None, **kw: Any
 ) -> tuple[OcppServer, web.AppRunner, Running]:
-    server = OcppServer(settings, pool, instance="test", hooks=Hooks(settings), **kw)
+    kw.setdefault("instance", "test")
+    server = OcppServer(settings, pool, hooks=Hooks(settings), **kw)
     await server.start("127.0.0.1", 0, ssl_context=ssl_context)
     runner = web.AppRunner(create_app(server), access_log=None)
     await runner.setup()

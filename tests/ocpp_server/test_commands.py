@@ -11,7 +11,7 @@ import pytest
 
 from polaris.db.repos import id_tags, ocpp_journal
 from polaris.db.repos.customers import add_customer
-from polaris.ocpp.commands import OPERATIONS
+from polaris.ocpp.v16.operations import OPERATIONS
 from polaris.sim.charger import SimulatedCharger
 
 KEY = "charger-key-0123456789"

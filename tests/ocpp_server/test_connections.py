@@ -15,6 +15,7 @@ import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from polaris.ocpp import admission
 from polaris.ocpp import server as server_module
 
 KEY = "charger-key-0123456789"
@@ -84,7 +85,7 @@ async def test_unknown_charger_registered_pending_when_configured(ocpp_settings,
         row = await conn.fetchrow("SELECT * FROM ocpp.charge_boxes WHERE charge_box_id = 'NEW-1'")
         assert row["registration_status"] == "Pending"
         # The first password became its key: another one is refused.
-        server._auth_cache.clear()
+        server.admission.forget()
         assert await _status(open_charger(running.ws_url, "NEW-1", "another-password-1234")) == 401
         await conn.execute("UPDATE ocpp.charge_boxes SET registration_status = 'Accepted'")
         c = await open_charger(running.ws_url, "NEW-1", KEY)
@@ -141,7 +142,7 @@ async def test_known_charger_reconnects_while_database_is_down(ocpp, charger, op
     c = await open_charger(ocpp.ws_url)
     await c.ws.close()
     await ocpp.server.pool.close()
-    monkeypatch.setattr(server_module, "AUTH_CACHE_FRESH_S", 0.0)  # force a (failing) DB lookup
+    monkeypatch.setattr(admission, "AUTH_CACHE_FRESH_S", 0.0)  # force a (failing) DB lookup
     c = await open_charger(ocpp.ws_url)
     assert "currentTime" in await c.ok("Heartbeat", {})
     await c.ws.close()

@@ -68,7 +68,7 @@ async def test_heartbeat_answers_utc_and_is_written_in_batches(client, conn, ocp
     reply = await client.ok("Heartbeat", {})
     ts = _aware(reply["currentTime"])
     assert ts.utcoffset() == timedelta(0)
-    await ocpp.server._flush()
+    await ocpp.server.presence.flush()
     at = await conn.fetchval("SELECT last_heartbeat_at FROM ocpp.charge_boxes")
     assert at is not None and abs(at - datetime.now(UTC)) < timedelta(seconds=5)
 

@@ -91,7 +91,7 @@ async def test_database_down_answers_internal_error_for_transaction_messages(cli
     assert "currentTime" in await client.ok("Heartbeat", {})
     assert await client.ok("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
                                                   "status": "Available"}) == {}
-    assert len(ocpp.server._deferred_status) == 1
+    assert len(ocpp.server.presence.deferred_status) == 1
 
 
 async def test_deeply_nested_payload_is_refused_and_the_connection_lives_on(client):

@@ -10,7 +10,7 @@ import pytest
 from polaris.db import notify
 from polaris.db.listen import PgListener
 from polaris.db.repos import id_tags, ocpp_journal
-from polaris.ocpp import commands
+from polaris.ocpp import commands, errors
 from polaris.ocpp.routing import application_name
 from polaris.ocpp.server import OcppServer
 from polaris.sim.charger import SimulatedCharger
@@ -22,16 +22,10 @@ KEY = "charger-key-0123456789"
 async def two(ocpp_settings, pool, server_factory, wait_until) -> AsyncIterator[tuple]:
     """Instances A and B sharing the database, as behind one balancer."""
     started = []
-    for _ in range(2):
-        server, runner, running = await server_factory(ocpp_settings, pool, response_timeout=2.0)
+    for name in ("inst-a", "inst-b"):  # each its own name, as production does
+        server, runner, running = await server_factory(ocpp_settings, pool, instance=name, response_timeout=2.0)
         started.append((server, runner, running))
     (a, ra, _), (b, rb, _) = started
-    # server_factory names every instance "test": give each its own name, as production does.
-    for server, name in ((a, "inst-a"), (b, "inst-b")):
-        await server.router.close()
-        server.instance = name
-        server.router = type(server.router)(server)
-        server.router.start()
     await wait_until(lambda: a.router.listening.is_set() and b.router.listening.is_set())
     yield started
     for server, runner, _ in started:
@@ -76,7 +70,7 @@ async def test_a_command_reaches_a_charger_held_by_another_instance(two, charger
         assert await conn.fetchval("SELECT count(*) FROM ocpp.routed_commands") == 0
         # The holder's refusal travels back as it is: an invalid request is refused by A
         # itself, before routing; an operation the charger cannot do is B's 4xx, said by A.
-        with pytest.raises(commands.InvalidCommand):
+        with pytest.raises(errors.InvalidCommand):
             await commands.send_command(a, charger, "Reset", {"type": "Sideways"})
     finally:
         await sim.stop()
@@ -94,7 +88,7 @@ async def test_a_holder_that_does_not_answer_is_a_timeout_and_the_command_is_wit
         await b.router.close()
         await wait_until(lambda: conn.fetchval(
             "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'polaris-ocpp:inst-b')"))
-        with pytest.raises(commands.ChargerOffline, match="instance inst-b, which is not running"):
+        with pytest.raises(errors.ChargerOffline, match="instance inst-b, which is not running"):
             await commands.send_command(a, charger, "Reset", {"type": "Soft"}, answer_timeout=0.5)
         # Connected under B's name but never answering (a hung process): a timeout, and the
         # command is withdrawn so B cannot send it after the caller was told it failed.
@@ -102,7 +96,7 @@ async def test_a_holder_that_does_not_answer_is_a_timeout_and_the_command_is_wit
                           name="deaf", application_name=application_name("inst-b"))
         deaf.start()
         await wait_until(lambda: deaf.listening.is_set())
-        with pytest.raises(commands.CommandTimeout, match="inst-b, which holds charger CB-0001, did not report"):
+        with pytest.raises(errors.CommandTimeout, match="inst-b, which holds charger CB-0001, did not report"):
             await commands.send_command(a, charger, "Reset", {"type": "Soft"}, answer_timeout=0.5)
         assert await conn.fetchval("SELECT count(*) FROM ocpp.routed_commands") == 0
     finally:
@@ -114,5 +108,5 @@ async def test_a_holder_that_does_not_answer_is_a_timeout_and_the_command_is_wit
 async def test_an_offline_charger_is_still_409_without_routing(ocpp_settings, pool, conn, charger):
     server = OcppServer(ocpp_settings, pool, instance="solo", route_commands=False)
     await conn.execute("UPDATE ocpp.charge_boxes SET connected = true, connected_instance = 'other:8080'")
-    with pytest.raises(commands.ChargerOffline, match="another OCPP server instance"):
+    with pytest.raises(errors.ChargerOffline, match="another OCPP server instance"):
         await commands.send_command(server, charger, "Reset", {"type": "Soft"})

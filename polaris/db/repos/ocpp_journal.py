@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 
-async def journal_sent(
+async def journal_message(
     conn: asyncpg.Connection,
     *,
     charge_box_id: str,
@@ -16,12 +16,20 @@ async def journal_sent(
     request: dict,
     direction: str = "cs_to_cp",
     requested_by: str | None = None,
+    status: str,
+    response: object | None = None,
+    error_code: str | None = None,
+    error_description: str | None = None,
+    sent_at: datetime,
+    answered_at: datetime | None,
 ) -> int:
+    """One journaled message with its outcome, written once the outcome is known."""
     return await conn.fetchval(
         """
         INSERT INTO ocpp.message_journal (charge_box_id, direction, action, unique_id, request,
-                                          requested_by)
-        VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+                                          requested_by, status, response, error_code,
+                                          error_description, created_at, answered_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
         """,
         charge_box_id,
         direction,
@@ -29,29 +37,12 @@ async def journal_sent(
         unique_id,
         request,
         requested_by,
-    )
-
-
-async def journal_answer(
-    conn: asyncpg.Connection,
-    journal_id: int,
-    *,
-    status: str,
-    response: object | None = None,
-    error_code: str | None = None,
-    error_description: str | None = None,
-) -> None:
-    await conn.execute(
-        """
-        UPDATE ocpp.message_journal SET status = $2, response = $3, error_code = $4,
-            error_description = $5, answered_at = now()
-        WHERE id = $1
-        """,
-        journal_id,
         status,
         response,
         error_code,
         error_description,
+        sent_at,
+        answered_at,
     )
 
 

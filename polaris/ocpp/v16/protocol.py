@@ -41,6 +41,8 @@ from ocpp.exceptions import (
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator
 from ocpp.v16.enums import Action
 
+from polaris.ocpp.errors import FrameError
+
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
 MAX_UNIQUE_ID = 36  # OCPP-J: the message id is at most 36 characters
 # A unique id we can still answer to when the rest of a frame is garbage.
@@ -48,22 +50,6 @@ _UNIQUE_ID_GUESS = re.compile(r'^\s*\[\s*2\s*,\s*"([^"\\]{1,36})"')
 
 # Enum violations we accept (and store as received) because real chargers send them.
 _TOLERATED_ENUM_PATHS = ("sampledValue", "reason")
-
-
-class FrameError(Exception):
-    """A frame we answer with a CALLERROR (or drop when it has no usable message id)."""
-
-    def __init__(self, unique_id: str | None, error: OCPPError):
-        super().__init__(error.description)
-        self.unique_id = unique_id
-        self.error = error
-
-    def call_error_json(self) -> str:
-        return call_error_json(self.unique_id or "-1", self.error)
-
-
-def call_error_json(unique_id: str, error: OCPPError) -> str:
-    return CallError(unique_id, error.code, error.description, error.details or {}).to_json()
 
 
 def parse_frame(raw: str | bytes) -> Call | CallResult | CallError:
@@ -125,18 +111,21 @@ def unknown_action_error(action: str) -> OCPPError:
 
 def normalize_payload(action: str, payload: dict) -> None:
     """Repair harmless deviations in place before validation (value as a JSON number)."""
-    if action == "MeterValues":
-        for mv in payload.get("meterValue") or ():
+    key = {"MeterValues": "meterValue", "StopTransaction": "transactionData"}.get(action)
+    if key is not None:
+        for mv in _items(payload.get(key)):
             _stringify_values(mv)
-    elif action == "StopTransaction":
-        for mv in payload.get("transactionData") or ():
-            _stringify_values(mv)
+
+
+def _items(value: object) -> list:
+    # Anything but a list is the schema's to refuse (TypeConstraintViolation), not ours to walk.
+    return value if isinstance(value, list) else []
 
 
 def _stringify_values(meter_value: object) -> None:
     if not isinstance(meter_value, dict):
         return
-    for sv in meter_value.get("sampledValue") or ():
+    for sv in _items(meter_value.get("sampledValue")):
         if isinstance(sv, dict) and isinstance(sv.get("value"), int | float) and not isinstance(
             sv.get("value"), bool
         ):
