@@ -1,6 +1,6 @@
 """The customer portal: server-rendered pages on the customer host, and the customer JSON API.
 
-`setup(app)` is called by the web app factory (polaris.services.app) when this package exists.
+`setup(app)` is called by the web app factory (polaris.services.app).
 """
 
 from __future__ import annotations
