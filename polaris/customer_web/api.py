@@ -1,5 +1,6 @@
 """The customer JSON API for the iOS app (`/api/v1/...` on the customer host), with its own
-OpenAPI document at /api/v1/openapi.json.
+OpenAPI document at /api/v1/openapi.json. (Device registration for push and the live event
+stream are routed by their own modules, polaris.services.push and the event stream's.)
 
 Each endpoint calls the same function in `portal` as the matching page, so the app and
 the portal can never disagree. Sign-in ends in a bearer token; cookie-authenticated
