@@ -1,7 +1,13 @@
 """`polaris admin ...`: manage users, customers, id tags and chargers from the shell.
 
-Needs only the database. Every write goes through the same repository functions the
-admin API uses.
+Needs only the database. Every change is an action of polaris.services.admin.actions, the
+same the admin API runs: its transaction, its audit entry and its mail. The audit log
+records the shell as `cli:<OS user>` (no user id, no address). What needs a charger
+(ClearCache after blocking a card, OCPP operations) is the admin API's.
+
+The actions are imported inside the commands that run them, not at module level: they
+bring the web stack (aiohttp, httpx, jinja2), which every other `polaris` command, and
+`polaris --help`, would otherwise load for nothing (about half a second).
 """
 
 from __future__ import annotations
@@ -13,15 +19,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from polaris.cli import admin_outbox, admin_qr
+from polaris.cli.admin_common import run_action
 from polaris.cli.database import run_with_connection
-from polaris.cli.errors import CommandError
+from polaris.db.errors import NotFound
 from polaris.db.repos import charge_boxes, customers, id_tags, users
-from polaris.keys import hash_password
-
-# Extra admin subcommands registered by later features: functions taking the admin subparsers.
-EXTENSIONS: list[str] = []
-EXTENSIONS.append("polaris.cli.admin_qr")
-EXTENSIONS.append("polaris.cli.admin_outbox")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,10 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=charger_list)
 
-    import importlib
-
-    for name in EXTENSIONS:
-        importlib.import_module(name).register_admin(groups)
+    # The QR code and invite commands join the charger and customer groups above.
+    admin_qr.register_admin(groups)
+    admin_outbox.register_admin(groups)
 
 
 # ------------------------------------------------------------------ output
@@ -144,31 +145,32 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _check_person_password(password: str) -> None:
-
-
-    if len(password) < 12:
-        raise CommandError("a user's password must be at least 12 characters")
-
-
 # ------------------------------------------------------------------ commands
 
 
 def user_add(args: argparse.Namespace) -> int:
-    _check_person_password(args.password)
-    pw_hash = hash_password(args.password)
-    row = run_with_connection(
+    from polaris.services.admin import actions
+
+    row = run_action(
         args.settings,
-        lambda conn: users.add_user(conn, args.email, args.role, password_hash=pw_hash, name=args.name),
+        lambda conn: actions.add_user(
+            conn, actions.Actor.shell(), args.email, args.role, password=args.password, name=args.name
+        ),
     )
     print(f"added {row['role']} {row['email']}")
     return 0
 
 
 def user_set_password(args: argparse.Namespace) -> int:
-    _check_person_password(args.password)
-    pw_hash = hash_password(args.password)
-    run_with_connection(args.settings, lambda conn: users.set_password_hash(conn, args.email, pw_hash))
+    from polaris.services.admin import actions
+
+    async def work(conn) -> None:
+        user = await users.get_user_by_email(conn, args.email)
+        if user is None:
+            raise NotFound(f"no user with email {args.email}")
+        await actions.set_user_password(conn, actions.Actor.shell(), user["id"], args.password)
+
+    run_action(args.settings, work)
     print(f"password changed for {args.email.strip().lower()}")
     return 0
 
@@ -180,10 +182,13 @@ def user_list(args: argparse.Namespace) -> int:
 
 
 def customer_add(args: argparse.Namespace) -> int:
-    row = run_with_connection(
+    from polaris.services.admin import actions
+
+    row = run_action(
         args.settings,
-        lambda conn: customers.add_customer(
-            conn, args.email, name=args.name, lago_subscription_id=args.subscription
+        lambda conn: actions.create_customer(
+            conn, args.settings, actions.Actor.shell(), args.email, name=args.name,
+            lago_subscription_id=args.subscription, invite=False,
         ),
     )
     sub = f", Lago subscription {row['lago_subscription_id']}" if row["lago_subscription_id"] else ""
@@ -198,17 +203,26 @@ def customer_list(args: argparse.Namespace) -> int:
 
 
 def tag_add(args: argparse.Namespace) -> int:
-    row = run_with_connection(
+    from polaris.services.admin import actions
+
+    row = run_action(
         args.settings,
-        lambda conn: id_tags.add_id_tag(conn, args.id_tag, customer_email=args.customer, label=args.label),
+        lambda conn: actions.add_card(
+            conn, actions.Actor.shell(), args.id_tag, customer_email=args.customer, label=args.label
+        ),
     )
     print(f"added id tag {row['id_tag']} for {args.customer.strip().lower()}")
     return 0
 
 
 def tag_block(args: argparse.Namespace) -> int:
-    row = run_with_connection(args.settings, lambda conn: id_tags.set_blocked(conn, args.id_tag, args.blocked))
-    print(f"id tag {row['id_tag']} {'blocked' if row['blocked'] else 'unblocked'}")
+    from polaris.services.admin import actions
+
+    edit = run_action(
+        args.settings,
+        lambda conn: actions.edit_card(conn, actions.Actor.shell(), args.id_tag, {"blocked": args.blocked}),
+    )
+    print(f"id tag {edit.card['id_tag']} {'blocked' if edit.card['blocked'] else 'unblocked'}")
     return 0
 
 
@@ -221,15 +235,13 @@ def tag_list(args: argparse.Namespace) -> int:
 
 
 def charger_add(args: argparse.Namespace) -> int:
-    rows = run_with_connection(
+    from polaris.services.admin import actions
+
+    rows = run_action(
         args.settings,
-        lambda conn: charge_boxes.add_charge_boxes(
-            conn,
-            args.charge_box_ids,
-            args.password,
-            description=args.description,
-            site_name=args.site,
-            site_address=args.address,
+        lambda conn: actions.add_chargers(
+            conn, actions.Actor.shell(), args.charge_box_ids, args.password,
+            description=args.description, site_name=args.site, site_address=args.address,
         ),
     )
     for r in rows:
@@ -238,13 +250,12 @@ def charger_add(args: argparse.Namespace) -> int:
 
 
 def charger_set_password(args: argparse.Namespace) -> int:
+    from polaris.services.admin import actions
 
-
-    found = run_with_connection(
-        args.settings, lambda conn: charge_boxes.set_charger_key(conn, args.charge_box_id, args.password)
+    run_action(
+        args.settings,
+        lambda conn: actions.set_charger_password(conn, actions.Actor.shell(), args.charge_box_id, args.password),
     )
-    if not found:
-        raise CommandError(f"no charger {args.charge_box_id}")
     print(f"key changed for charger {args.charge_box_id}")
     return 0
 

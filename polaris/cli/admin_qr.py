@@ -1,4 +1,4 @@
-"""Admin commands of the customer portal.
+"""Admin commands for the customer side.
 
 `polaris admin charger qr CHARGE_BOX_ID [--png FILE | --svg FILE]`: the QR code to stick on a
 charger; it opens the charger's page in the portal ({CUSTOMER_BASE_URL}/c/{public_id}).
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import segno
 
+from polaris.cli.admin_common import run_action
 from polaris.cli.database import run_with_connection
 from polaris.cli.errors import CommandError
 from polaris.db.repos import charge_boxes
@@ -72,9 +73,11 @@ def charger_qr(args: argparse.Namespace) -> int:
 
 
 def customer_invite(args: argparse.Namespace) -> int:
-    from polaris.customer_web.portal import invite
+    from polaris.services.admin import actions  # imported here: see polaris.cli.admin
 
-    link = run_with_connection(args.settings, lambda conn: invite(conn, args.settings, args.email))
+    link = run_action(
+        args.settings, lambda conn: actions.invite_customer(conn, args.settings, actions.Actor.shell(), args.email)
+    )
     print(f"invitation for {link['email']} queued (valid until {link['expires_at']:%Y-%m-%d %H:%M} UTC)")
     if not args.settings.email_worker_enabled:
         print("CF_EMAIL_WORKER_URL is unset: the mail stays in the outbox; see `polaris admin outbox`")

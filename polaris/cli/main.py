@@ -1,43 +1,41 @@
 """Entry point of the `polaris` command.
 
 Each subcommand lives in its own module with a `register(subparsers)` function that adds
-its parser and sets `func` (a callable taking the parsed args, returning an exit code).
+its parser and sets `func` (a callable taking the parsed args, returning an exit code);
+`COMMANDS` lists them in the order `polaris --help` shows them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 
 from polaris import __version__
+from polaris.cli import (
+    admin,
+    backup,
+    doctor,
+    health,
+    migrate,
+    ocpp,
+    secrets,
+    sim,
+    smoke,
+    sync,
+    tui,
+    up,
+    web,
+)
 from polaris.cli.errors import CommandError
 from polaris.config import ConfigError, load_settings
 from polaris.logs import configure_logging
 
-# Modules that add subcommands, in the order `polaris --help` lists them. A module that
-# does not exist yet (its feature has not landed) is skipped.
-COMMAND_MODULES = [
-    "polaris.cli.up",
-    "polaris.cli.ocpp",
-    "polaris.cli.web",
-    "polaris.cli.sync",
-    "polaris.cli.tui",
-    "polaris.cli.sim",
-    "polaris.cli.health",
-    "polaris.cli.doctor",
-    "polaris.cli.smoke",
-    "polaris.cli.secrets",
-    "polaris.cli.backup",
-    "polaris.cli.migrate",
-    "polaris.cli.admin",
-]
+COMMANDS = (up, ocpp, web, sync, tui, sim, health, doctor, smoke, secrets, backup, migrate, admin)
 
 
 def available_commands() -> list[str]:
-    """Names of the subcommands whose modules exist."""
-    return [m.rsplit(".", 1)[1] for m in COMMAND_MODULES if importlib.util.find_spec(m) is not None]
+    """Names of the subcommands, in `polaris --help` order."""
+    return [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"polaris {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """The customer portal: server-rendered pages on the customer host, and the customer JSON API.
 
-`setup(app)` is called by the web app factory (polaris.services.app) when this package exists.
+`setup(app)` is called by the web app factory (polaris.services.app).
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+
+from polaris.customer_web import api
+from polaris.customer_web.common import JINJA
+from polaris.customer_web.security import add_security_headers, error_pages
+from polaris.customer_web.views import account, auth, charge, sessions
 
 HERE = Path(__file__).parent
 STATIC_PREFIX = "/static/portal/"
@@ -28,11 +33,6 @@ def _when(value) -> str:
 
 
 def setup(app: web.Application) -> None:
-    from polaris.customer_web import api
-    from polaris.customer_web.common import JINJA
-    from polaris.customer_web.security import add_security_headers, error_pages
-    from polaris.customer_web.views import account, auth, charge, sessions
-
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

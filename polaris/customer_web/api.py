@@ -1,5 +1,6 @@
 """The customer JSON API for the iOS app (`/api/v1/...` on the customer host), with its own
-OpenAPI document at /api/v1/openapi.json.
+OpenAPI document at /api/v1/openapi.json. (Device registration for push and the live event
+stream are routed by their own modules, polaris.services.push and the event stream's.)
 
 Each endpoint calls the same function in `portal` as the matching page, so the app and
 the portal can never disagree. Sign-in ends in a bearer token; cookie-authenticated
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from polaris.customer_web import portal
 from polaris.services import appkeys
+from polaris.services.auth.middleware import require_user
 from polaris.services.auth.views import client_ip
 from polaris.services.events import jsonable
 from polaris.services.openapi import Call, Model, endpoint, openapi_document
@@ -105,25 +107,8 @@ class StartOut(BaseModel):
     message: str | None
 
 
-class SessionOut(BaseModel):
-    id: int
-    charge_box_id: str
-    public_id: str
-    place: str
-    connector_id: int
-    card: str
-    started_at: datetime
-    ended_at: datetime | None
-    running: bool
-    energy_kwh: float
-    power_kw: float | None
-    duration_s: int
-    cost: str | None
-    cost_text: str | None
-    currency: str | None
-    status: str | None
-    status_text: str
-    stop_reason: str | None
+# One session: the portal's own model (its pages render the same), served as is.
+SessionOut = portal.SessionOut
 
 
 class SessionList(BaseModel):
@@ -226,6 +211,14 @@ async def signout_everywhere(request: web.Request, call: Call) -> None:
     await portal.sign_out_everywhere(request.app, call.user)
 
 
+async def me(request: web.Request) -> web.Response:
+    """The signed-in person (the iOS app checks its session with this); documented by hand below."""
+    user = require_user(request)
+    return web.json_response(
+        {"id": user.id, "email": user.email, "role": user.role, "customer_id": user.customer_id}
+    )
+
+
 # ------------------------------------------------------------------ charging
 
 
@@ -259,10 +252,6 @@ async def start_charging(request: web.Request, call: Call) -> StartOut:
 # ------------------------------------------------------------------ sessions
 
 
-def _session(view: portal.SessionView) -> SessionOut:
-    return SessionOut(**view.as_json())
-
-
 @endpoint("GET", "/api/v1/sessions", summary="My sessions, newest first", tag=TAG_SESSIONS, roles=CUSTOMER,
           query=SessionQuery, response=SessionList)
 async def list_sessions(request: web.Request, call: Call) -> SessionList:
@@ -270,13 +259,13 @@ async def list_sessions(request: web.Request, call: Call) -> SessionList:
                                        before_id=call.query.before)
     more = len(views) > call.query.limit
     views = views[: call.query.limit]
-    return SessionList(items=[_session(v) for v in views], next_before=views[-1].id if more else None)
+    return SessionList(items=views, next_before=views[-1].id if more else None)
 
 
 @endpoint("GET", "/api/v1/sessions/{id}", summary="One session with live figures (poll this, or follow "
           "/api/v1/events)", tag=TAG_SESSIONS, roles=CUSTOMER, params=IdParams, response=SessionOut)
 async def get_session(request: web.Request, call: Call) -> SessionOut:
-    return _session(await portal.session_view(request.app, call.user, call.params.id))
+    return await portal.session_view(request.app, call.user, call.params.id)
 
 
 @endpoint("GET", "/api/v1/sessions/{id}/energy", summary="Energy over time of one session", tag=TAG_SESSIONS,
@@ -421,7 +410,7 @@ def customer_openapi(app: web.Application) -> dict[str, Any]:
         ),
     }
     doc["servers"] = [{"url": settings.CUSTOMER_BASE_URL.rstrip("/")}]
-    # Served by the web core and the events module on the same host, for the same clients.
+    # Plain routes (me here, the event stream in its own module) on the same host, for the same clients.
     secured = [{"bearerAuth": []}, {"cookieAuth": []}]
     doc["paths"]["/api/v1/me"] = {"get": {
         "operationId": "me", "summary": "Who am I (the app checks its token with this)", "tags": [TAG_AUTH],
@@ -453,4 +442,5 @@ def setup(app: web.Application) -> None:
         path = ep.path.replace("{id}", r"{id:\d+}")
         app.router.add_route(ep.method, path, h, name=f"customer_api_{h.__name__}")
         registry.append(ep)
+    app.router.add_get("/api/v1/me", me, name="customer_me")
     app.router.add_get("/api/v1/openapi.json", openapi_view, name="customer_api_openapi")

@@ -1,9 +1,10 @@
-"""The portal's mail (sign-in and email-change links), queued in the email outbox.
+"""The portal's own mail (welcome, email-change links), queued in the email outbox.
 
-Sign-in and invite links use the shared `magic-link` template; the email-change
-confirmation has its own words (from strings.py) in the same category, because the email
-worker knows a fixed list of categories. Without CF_EMAIL_WORKER_URL the mail stays in
-the outbox and `polaris admin outbox` shows it, link included.
+Sign-in and invite links use the shared `magic-link` template and are queued by
+polaris.services.auth.signin_links; the email-change confirmation has its own words (from
+strings.py) in the same category, because the email worker knows a fixed list of categories.
+Without CF_EMAIL_WORKER_URL the mail stays in the outbox and `polaris admin outbox` shows
+it, link included.
 """
 
 from __future__ import annotations
@@ -15,16 +16,6 @@ import asyncpg
 from polaris.customer_web.strings import text
 from polaris.db.repos import email_outbox, users
 from polaris.services.email import send_mail
-
-
-async def signin_link(
-    conn: asyncpg.Connection, *, to: str, url: str, minutes: int, name: str | None, invite: bool, dedupe_key: str
-) -> int | None:
-    """Queue a sign-in (or invitation) link in the caller's transaction."""
-    return await send_mail(
-        conn, "magic-link", to=to, dedupe_key=dedupe_key, link=url, expires_minutes=minutes, name=name,
-        invite=invite,
-    )
 
 
 async def welcome(conn: asyncpg.Connection, *, user_id: int, to: str, portal_url: str) -> int | None:

@@ -11,21 +11,23 @@ in production such a host gets only the any-host paths.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 from collections.abc import AsyncIterator
 
 import httpx
 from aiohttp import web
 
-from polaris import __version__
+from polaris import __version__, customer_web
 from polaris.config import Settings
 from polaris.db.migrate import is_current, load_migrations
 from polaris.db.pool import create_pool
 from polaris.gctune import freeze_startup_objects
 from polaris.logs import get_logger
-from polaris.services import appkeys
+from polaris.services import alerts, appkeys, email, events, hooks, lago_webhooks, push
+from polaris.services.admin import api as admin_api
+from polaris.services.auth import device, oidc, password_reset
+from polaris.services.auth import views as auth_views
 from polaris.services.auth.middleware import auth_middleware
+from polaris.services.command_client import CommandClient
 from polaris.services.errors import error_middleware, json_error
 from polaris.services.metrics import metrics, metrics_middleware
 
@@ -33,17 +35,6 @@ log = get_logger(__name__)
 
 ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/ocpp/", "/api/webhook/lago")
 ADMIN_PREFIX = "/api/admin/"
-
-# Modules of other areas wired in when present: each has `setup(app)`.
-OPTIONAL_MODULES = (
-    "polaris.services.hooks",
-    "polaris.services.events",
-    "polaris.services.email",
-    "polaris.services.push",
-    "polaris.services.lago_webhooks",
-    "polaris.customer_web",
-    "polaris.services.alerts",
-)
 
 _warned_local_mode = False
 
@@ -117,9 +108,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=httpx.Timeout(10.0), headers={"User-Agent": f"polaris-web/{__version__}"}
     )
     app[appkeys.HTTP_CLIENT] = client
-    from polaris.services.steve_client import SteveClient
-
-    app[appkeys.STEVE_CLIENT] = SteveClient(app[appkeys.SETTINGS], client)
+    app[appkeys.COMMAND_CLIENT] = CommandClient(app[appkeys.SETTINGS], client)
     yield
     await client.aclose()
 
@@ -149,20 +138,20 @@ def app_factory(settings: Settings, *, pool_size: int = 10) -> web.Application:
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
 
-    from polaris.services.admin import setup as setup_admin
-    from polaris.services.auth.views import setup as setup_auth
-    from polaris.services.customer_api import setup as setup_customer_api
-
-    setup_auth(app)
-    setup_admin(app)
-    setup_customer_api(app)
-
-    for name in OPTIONAL_MODULES:
-        if _module_exists(name):
-            module = importlib.import_module(name)
-            if hasattr(module, "setup"):
-                module.setup(app)
-                log.debug("wired module", module=name)
+    # Every area of the process, each adding its routes and resources (`cleanup_ctx`s open
+    # in this order and close in reverse). This order also orders the OpenAPI document.
+    auth_views.setup(app)
+    device.setup(app)
+    oidc.setup(app)
+    password_reset.setup(app)
+    admin_api.setup(app)
+    hooks.setup(app)
+    events.setup(app)
+    email.setup(app)
+    push.setup(app)
+    lago_webhooks.setup(app)
+    customer_web.setup(app)
+    alerts.setup(app)
     return app
 
 
@@ -177,9 +166,3 @@ def freeze_when_started(app: web.Application) -> web.Application:
     app.on_startup.append(freeze)
     return app
 
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False

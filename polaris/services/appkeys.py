@@ -13,7 +13,7 @@ from polaris.db.migrate import Migration
 
 if TYPE_CHECKING:
     from polaris.services.auth.oidc import OidcClient
-    from polaris.services.steve_client import SteveClient
+    from polaris.services.command_client import CommandClient
 
 SETTINGS = web.AppKey("settings", Settings)
 PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
@@ -21,8 +21,8 @@ PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
 HTTP_CLIENT = web.AppKey("http_client", httpx.AsyncClient)
 # The migrations this code knows, read once at start (for /readyz).
 MIGRATIONS = web.AppKey("migrations", list[Migration])
-# Client of the OCPP server's command API.
-STEVE_CLIENT: web.AppKey[SteveClient] = web.AppKey("steve_client")
+# Client of our OCPP server's command API (sends operations to chargers).
+COMMAND_CLIENT: web.AppKey[CommandClient] = web.AppKey("command_client")
 # Admin OIDC sign-on; None when ADMIN_OIDC_ISSUER is unset.
 OIDC: web.AppKey[OidcClient | None] = web.AppKey("oidc")
 # Every documented endpoint of this app, in registration order (for the OpenAPI document).

@@ -1,5 +1,6 @@
 """The `polaris` command as a user runs it: real process, real database."""
 
+import getpass
 import json
 import os
 import subprocess
@@ -120,3 +121,44 @@ def test_charger_add_is_all_or_nothing(run):
     assert r.returncode == 1
     listed = json.loads(run("admin", "charger", "list", "--json").stdout)
     assert [c["charge_box_id"] for c in listed] == ["CB-2"]
+
+
+async def test_shell_changes_are_audited_like_the_api_as_the_os_user(run, conn):
+    # The same actions as the admin API: each change writes its audit entry, recorded as
+    # cli:<OS user> (the shell has no account, no user id and no address).
+    assert run("admin", "charger", "add", "CB-A1", "CB-A2", "--password", "sixteen-chars-ok", "--site", "Depot",
+               ).returncode == 0
+    assert run("admin", "charger", "set-password", "CB-A1", "--password", "another-16-chars").returncode == 0
+    assert run("admin", "customer", "add", "bob@example.com", "--name", "Bob").returncode == 0
+    assert run("admin", "tag", "add", "TAGA1", "--customer", "bob@example.com").returncode == 0
+    assert run("admin", "tag", "block", "taga1").returncode == 0
+    r = run("admin", "user", "add", "ops@example.com", "--role", "operator", "--password", "correct horse battery")
+    assert r.returncode == 0, r.stderr
+    rows = await conn.fetch("SELECT * FROM app.audit_log ORDER BY id")
+    customer_id = await conn.fetchval("SELECT c.id FROM app.customers c JOIN app.users u ON u.id = c.user_id "
+                                      "WHERE u.email = 'bob@example.com'")
+    user_id = await conn.fetchval("SELECT id FROM app.users WHERE email = 'ops@example.com'")
+    assert [(a["action"], a["target_type"], a["target_id"]) for a in rows] == [
+        ("charger.add", "charger", "CB-A1"),
+        ("charger.add", "charger", "CB-A2"),
+        ("charger.password", "charger", "CB-A1"),
+        ("customer.create", "customer", str(customer_id)),
+        ("id_tag.create", "id_tag", "TAGA1"),
+        ("id_tag.block", "id_tag", "TAGA1"),
+        ("user.create", "user", str(user_id)),
+    ]
+    assert {(a["actor_email"], a["actor_user_id"], a["ip"]) for a in rows} == {(f"cli:{getpass.getuser()}", None, None)}
+    assert rows[0]["after"] == {"description": None, "site_name": "Depot"}
+    assert rows[2]["after"] == {"password": "changed"}  # never the key itself
+    assert rows[3]["after"]["invite_sent"] is False  # `customer add` invites nobody; `customer invite` does
+    assert rows[5]["before"] == {"blocked": False} and rows[5]["after"] == {"blocked": True}
+
+
+async def test_a_refused_shell_change_is_one_line_and_writes_no_audit_entry(run, conn):
+    r = run("admin", "charger", "set-password", "NOPE", "--password", "sixteen-chars-ok")
+    assert r.returncode == 1 and "no charger NOPE" in r.stderr and "Traceback" not in r.stderr
+    r = run("admin", "user", "set-password", "ghost@example.com", "--password", "long enough pw")
+    assert r.returncode == 1 and "no user with email ghost@example.com" in r.stderr
+    r = run("admin", "user", "add", "a@example.com", "--role", "admin", "--password", "short")
+    assert r.returncode == 1 and "at least 12 characters" in r.stderr
+    assert await conn.fetchval("SELECT count(*) FROM app.audit_log") == 0

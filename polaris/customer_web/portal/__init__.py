@@ -36,7 +36,7 @@ from polaris.customer_web.portal.charging import (
     status_words,
 )
 from polaris.customer_web.portal.sessions import (
-    SessionView,
+    SessionOut,
     list_sessions,
     session_chart_points,
     session_view,
@@ -58,7 +58,7 @@ from polaris.services import appkeys
 from polaris.services.errors import ApiError
 
 __all__ = [
-    "ApiError", "ChargerView", "ConnectorView", "PairingResult", "PortalError", "Price", "SessionView",
+    "ApiError", "ChargerView", "ConnectorView", "PairingResult", "PortalError", "Price", "SessionOut",
     "appkeys", "arm_link_pairing", "arm_signin_pairing", "billing_view", "charger_view", "consume_link",
     "delete_account", "export_data", "invite", "issue_app_token", "link_pairing_result", "link_url",
     "list_cards", "list_sessions", "name_card", "peek_link", "pool_of", "price_for", "profile",

@@ -12,7 +12,6 @@ from aiohttp import web
 from polaris.customer_web import mail
 from polaris.customer_web.portal.base import PortalError, pool_of, require_customer
 from polaris.customer_web.portal.charging import price_for
-from polaris.customer_web.portal.signin import link_url
 from polaris.db.errors import InvalidInput
 from polaris.db.repos import customer_portal as repo
 from polaris.db.repos import magic_links
@@ -20,6 +19,7 @@ from polaris.db.repos.users import normalize_email
 from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth import AuthUser
+from polaris.services.auth.signin_links import link_url
 from polaris.services.errors import ApiError
 
 log = get_logger(__name__)

@@ -222,9 +222,9 @@ async def start_charging(
         since = await conn.fetchval("SELECT now()")
     if reason is not None:
         raise ApiError(403, "may_not_charge", reason)
-    steve = app[appkeys.STEVE_CLIENT]
+    commands = app[appkeys.COMMAND_CLIENT]
     try:
-        answer = await steve.operation(
+        answer = await commands.operation(
             "RemoteStartTransaction",
             view.charge_box_id,
             {"connectorId": connector_id, "idTag": card["id_tag"]},

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel, PlainSerializer
 
 from polaris.customer_web.portal.base import PortalError, pool_of, require_customer
 from polaris.customer_web.portal.charging import Price, price_for, reason_words, status_words
@@ -24,12 +24,17 @@ from polaris.services.errors import ApiError
 
 log = get_logger(__name__)
 
+# The price of a session, exact (Decimal) for the page, as its decimal text in JSON and CSV.
+Cost = Annotated[Decimal | None, PlainSerializer(lambda d: None if d is None else str(d), return_type=str | None)]
+
 
 # ------------------------------------------------------------------ sessions
 
 
-@dataclass
-class SessionView:
+class SessionOut(BaseModel):
+    """One of a customer's sessions with live figures: the session pages render it and the
+    customer API returns it as it is, so the page and the app show the same numbers."""
+
     id: int
     charge_box_id: str
     public_id: str
@@ -42,37 +47,15 @@ class SessionView:
     energy_kwh: float
     power_kw: float | None
     duration_s: int
-    cost: Decimal | None
+    cost: Cost
     cost_text: str | None
     currency: str | None
     status: str | None
     status_text: str
     stop_reason: str | None
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "charge_box_id": self.charge_box_id,
-            "public_id": self.public_id,
-            "place": self.place,
-            "connector_id": self.connector_id,
-            "card": self.card,
-            "started_at": self.started_at.isoformat(),
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-            "running": self.running,
-            "energy_kwh": self.energy_kwh,
-            "power_kw": self.power_kw,
-            "duration_s": self.duration_s,
-            "cost": str(self.cost) if self.cost is not None else None,
-            "cost_text": self.cost_text,
-            "currency": self.currency,
-            "status": self.status,
-            "status_text": self.status_text,
-            "stop_reason": self.stop_reason,
-        }
 
-
-def _session_view(row: asyncpg.Record, price: Price, *, now: datetime | None = None) -> SessionView:
+def _session_view(row: asyncpg.Record, price: Price, *, now: datetime | None = None) -> SessionOut:
     now = now or datetime.now(UTC)
     running = row["stop_timestamp"] is None
     if row["meter_stop"] is not None:
@@ -96,7 +79,7 @@ def _session_view(row: asyncpg.Record, price: Price, *, now: datetime | None = N
         status = None
         status_text = text("session_state_finished")
     place = row["site_name"] or row["charger_description"] or row["charge_box_id"]
-    return SessionView(
+    return SessionOut(
         id=row["id"],
         charge_box_id=row["charge_box_id"],
         public_id=row["public_id"],
@@ -123,7 +106,7 @@ async def _customer_price(conn: asyncpg.Connection, customer_id: int) -> Price:
     return await price_for(conn, customer["lago_subscription_id"] if customer else None)
 
 
-async def session_view(app: web.Application, user: AuthUser, transaction_id: int) -> SessionView:
+async def session_view(app: web.Application, user: AuthUser, transaction_id: int) -> SessionOut:
     """One of the customer's sessions with live figures; another customer's is 404."""
     user = require_customer(user)
     async with pool_of(app).acquire() as conn:
@@ -162,9 +145,9 @@ async def stop_charging(app: web.Application, user: AuthUser, transaction_id: in
     view = await session_view(app, user, transaction_id)
     if not view.running:
         raise PortalError(409, "session_finished", "session_finished")
-    steve = app[appkeys.STEVE_CLIENT]
+    commands = app[appkeys.COMMAND_CLIENT]
     try:
-        answer = await steve.operation(
+        answer = await commands.operation(
             "RemoteStopTransaction",
             view.charge_box_id,
             {"transactionId": transaction_id},
@@ -181,7 +164,7 @@ async def stop_charging(app: web.Application, user: AuthUser, transaction_id: in
 
 async def list_sessions(
     app: web.Application, user: AuthUser, *, limit: int = 50, before_id: int | None = None
-) -> list[SessionView]:
+) -> list[SessionOut]:
     user = require_customer(user)
     async with pool_of(app).acquire() as conn:
         rows = await repo.list_sessions(conn, user.customer_id, limit=limit, before_id=before_id)
@@ -199,12 +182,14 @@ async def sessions_csv(app: web.Application, user: AuthUser) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for v in views:
-        doc = v.as_json()
+        doc = v.model_dump(include=set(CSV_COLUMNS))
         writer.writerow([_csv_cell(doc[c]) for c in CSV_COLUMNS])
     return out.getvalue()
 
 
 def _csv_cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
     # A spreadsheet runs a cell starting with = + - @ as a formula; card names are user input.
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value

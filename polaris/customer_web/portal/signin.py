@@ -1,24 +1,32 @@
-"""Sign in by emailed link (web session or app token), sign out, invitations."""
+"""Sign in by emailed link (web session or app token), sign out.
+
+Issuing a link and its mail is polaris.services.auth.signin_links (the admin side invites
+customers through it too); `invite` and `link_url` are re-exported from there.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from polaris.customer_web import mail
 from polaris.customer_web.portal.base import PortalError, pool_of
-from polaris.db.errors import InvalidInput, NotFound
+from polaris.db.errors import InvalidInput
 from polaris.db.repos import customer_portal as repo
 from polaris.db.repos import magic_links
 from polaris.db.repos import sessions as sessions_repo
 from polaris.db.repos.users import normalize_email
 from polaris.logs import get_logger
 from polaris.services import appkeys
-from polaris.services.auth import AuthUser
+from polaris.services.auth import AuthUser, signin_links
+from polaris.services.auth.signin_links import invite, link_url
 
 log = get_logger(__name__)
+
+__all__ = [
+    "consume_link", "invite", "issue_app_token", "link_url", "peek_link", "request_link",
+    "sign_out_everywhere", "start_browser_session",
+]
 
 
 # ------------------------------------------------------------------ sign in
@@ -48,25 +56,9 @@ async def request_link(
             if customer is None:
                 log.info("sign-in link asked for an unknown address")
                 return email
-            token, link = await magic_links.create_link(
-                conn, customer["user_id"], email, purpose="signin", return_to=return_to, ip=ip
-            )
-            url = link_url(settings.CUSTOMER_BASE_URL, token)
-            await mail.signin_link(
-                conn,
-                to=email,
-                url=url,
-                minutes=int(magic_links.SIGNIN_TTL.total_seconds() // 60),
-                name=customer["name"],
-                invite=False,
-                dedupe_key=f"magic-link:{link['id']}",
-            )
+            await signin_links.mail_signin_link(conn, settings, customer, return_to=return_to, ip=ip)
     log.info("sign-in link queued", user_id=customer["user_id"])
     return email
-
-
-def link_url(base_url: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}/auth/link/{token}"
 
 
 def link_refusal(exc: magic_links.LinkRefused) -> PortalError:
@@ -118,23 +110,3 @@ async def sign_out_everywhere(app: web.Application, user: AuthUser) -> None:
         await sessions_repo.delete_user_sessions(conn, user.id)
         await sessions_repo.revoke_user_tokens(conn, user.id)
 
-
-
-
-async def invite(conn: asyncpg.Connection, settings: Any, email: str) -> asyncpg.Record:
-    """Mail an existing customer an invitation link (valid 24 hours) to their first sign-in."""
-    customer = await repo.customer_for_signin(conn, normalize_email(email))
-    if customer is None:
-        raise NotFound(f"no active customer with email {email.strip().lower()}; add them first")
-    async with conn.transaction():
-        token, link = await magic_links.create_link(conn, customer["user_id"], customer["email"], purpose="invite")
-        await mail.signin_link(
-            conn,
-            to=customer["email"],
-            url=link_url(settings.CUSTOMER_BASE_URL, token),
-            minutes=int(magic_links.INVITE_TTL.total_seconds() // 60),
-            name=customer["name"],
-            invite=True,
-            dedupe_key=f"magic-link:{link['id']}",
-        )
-    return link

@@ -2,15 +2,12 @@
 the two ways an operator releases a held session: settle an anomaly with the energy to
 bill, or send events Lago refused again once the cause is fixed.
 
-Uses the sync worker's repository (polaris.db.repos.billing) so the rules live in one
-place; when that module is absent (an older build) only the run list is served, read
-straight from billing.sync_runs.
+Reads use the sync worker's repository (polaris.db.repos.billing) so the rules live in one
+place; the changes are polaris.services.admin.actions' (pin, trigger, settle, retry).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -19,35 +16,22 @@ import asyncpg
 from aiohttp import web
 from pydantic import Field
 
+from polaris.db.repos import billing
+from polaris.services.admin import actions
 from polaris.services.admin.common import (
     INT_MAX,
     Page,
     PageQuery,
+    actor_of,
     decode_cursor,
     page_of,
     pool,
-    record_audit,
 )
 from polaris.services.errors import ApiError
 from polaris.services.openapi import Call, Model, Out, add_endpoints, endpoint
 
 TAG = "billing"
 BASE = "/api/admin/v1/sync"
-
-
-def billing_repo():
-    """The sync worker's repository module, or None before it exists."""
-    name = "polaris.db.repos.billing"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
-
-
-def _need_repo():
-    repo = billing_repo()
-    if repo is None:
-        raise ApiError(503, "unavailable", "the billing sync is not part of this build")
-    return repo
 
 
 class SyncRunOut(Out):
@@ -136,32 +120,18 @@ def run_out(row) -> SyncRunOut:
     return SyncRunOut.model_validate(data)
 
 
-async def _runs(conn: asyncpg.Connection, limit: int, before_id: int | None) -> list[asyncpg.Record]:
-    repo = billing_repo()
-    if repo is not None and hasattr(repo, "list_sync_runs"):
-        return await repo.list_sync_runs(conn, limit=limit, before_id=before_id)
-    return await conn.fetch(
-        "SELECT * FROM billing.sync_runs WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1",
-        limit,
-        before_id,
-    )
-
-
 async def sync_status(conn: asyncpg.Connection) -> SyncStatusOut:
     """Everything the console's sync panel and the dashboard show."""
-    runs = await _runs(conn, 1, None)
+    runs = await billing.list_sync_runs(conn, limit=1, before_id=None)
     out = SyncStatusOut(last_run=run_out(runs[0]) if runs else None)
-    repo = billing_repo()
-    if repo is None:
-        return out
-    cadence = await repo.get_cadence_state(conn)
+    cadence = await billing.get_cadence_state(conn)
     if cadence is not None:
         out.tier = cadence["effective_tier"]
         out.adaptive_tier = cadence["tier"]
         out.pinned_tier = cadence["pinned_tier"]
         out.pinned_by = cadence["pinned_by"]
         out.last_activity_at = cadence["last_activity_at"]
-    overview = await repo.billing_overview(conn)
+    overview = await billing.billing_overview(conn)
     out.backlog = overview["pending_events"]
     out.invalid_events = overview["invalid_events"]
     out.unbillable_count = overview["held_transactions"]
@@ -180,7 +150,7 @@ async def list_runs(request: web.Request, call: Call) -> SyncRunPage:
     q = call.query
     before = decode_cursor(q.cursor, int)
     async with pool(request).acquire() as conn:
-        rows = await _runs(conn, q.limit + 1, before[0] if before else None)
+        rows = await billing.list_sync_runs(conn, limit=q.limit + 1, before_id=before[0] if before else None)
     rows, cursor = page_of(rows, q.limit, lambda r: (r["id"],))
     return SyncRunPage(items=[run_out(r) for r in rows], next_cursor=cursor)
 
@@ -190,15 +160,8 @@ async def list_runs(request: web.Request, call: Call) -> SyncRunPage:
     body=PinBody, response=SyncStatusOut,
 )
 async def pin_tier(request: web.Request, call: Call) -> SyncStatusOut:
-    repo = _need_repo()
-    async with pool(request).acquire() as conn, conn.transaction():
-        before = await repo.get_cadence_state(conn)
-        await repo.set_cadence_pin(conn, call.body.tier, call.user.email)
-        await record_audit(
-            conn, request, call, "sync.pin", "sync_cadence", "1",
-            before={"pinned_tier": before["pinned_tier"] if before else None},
-            after={"pinned_tier": call.body.tier},
-        )
+    async with pool(request).acquire() as conn:
+        await actions.pin_tier(conn, actor_of(request, call), call.body.tier)
         return await sync_status(conn)
 
 
@@ -207,11 +170,10 @@ async def pin_tier(request: web.Request, call: Call) -> SyncStatusOut:
     response=Triggered, status=202,
 )
 async def trigger_sync(request: web.Request, call: Call) -> Triggered:
-    repo = _need_repo()
-    async with pool(request).acquire() as conn, conn.transaction():
-        await repo.request_sync_now(conn, call.user.email)
-        await record_audit(conn, request, call, "sync.trigger", "sync_run", None, after={"requested_by": call.user.email})
-    return Triggered(requested_by=call.user.email)
+    actor = actor_of(request, call)
+    async with pool(request).acquire() as conn:
+        await actions.request_sync(conn, actor)
+    return Triggered(requested_by=actor.email)
 
 
 @endpoint(
@@ -219,29 +181,18 @@ async def trigger_sync(request: web.Request, call: Call) -> Triggered:
     query=UnbillableQuery, response=UnbillablePage,
 )
 async def list_unbillable(request: web.Request, call: Call) -> UnbillablePage:
-    repo = _need_repo()
     q = call.query
     after = decode_cursor(q.cursor, int)
     if after is not None and not 0 <= after[0] <= INT_MAX:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API handed out")
     async with pool(request).acquire() as conn:
-        rows = await repo.list_unbillable(conn, code=q.code, limit=q.limit + 1, after_id=after[0] if after else None)
+        rows = await billing.list_unbillable(conn, code=q.code, limit=q.limit + 1, after_id=after[0] if after else None)
     rows, cursor = page_of(rows, q.limit, lambda r: (r["transaction_id"],))
     items = [
         UnbillableOut.model_validate({**dict(r), "code": r["unbillable_code"], "reason": r["unbillable_reason"]})
         for r in rows
     ]
     return UnbillablePage(items=items, next_cursor=cursor)
-
-
-async def _held(conn: asyncpg.Connection, repo, transaction_id: int, code: str, what: str) -> asyncpg.Record:
-    hold = await repo.get_hold(conn, transaction_id)
-    if hold is None:
-        raise ApiError(404, "not_found", f"session {transaction_id} is not known to the billing sync (yet)")
-    if hold["unbillable_code"] != code:
-        now = f"held: {hold['unbillable_code']}" if hold["unbillable_code"] else "not held"
-        raise ApiError(409, "not_held", f"session {transaction_id} is {now}; only a session held as {code} can {what}")
-    return hold
 
 
 @endpoint(
@@ -253,23 +204,9 @@ async def _held(conn: asyncpg.Connection, repo, transaction_id: int, code: str, 
     "(less what in-progress increments already billed) and the hold clears.",
 )
 async def settle_anomaly(request: web.Request, call: Call) -> Released:
-    repo = _need_repo()
     tx, energy = call.params.id, call.body.energy_wh
-    async with pool(request).acquire() as conn, conn.transaction():
-        hold = await _held(conn, repo, tx, "anomaly", "be settled with an energy")
-        if energy < hold["recorded_wh"]:
-            raise ApiError(
-                400, "invalid_input",
-                f"{hold['recorded_wh']} Wh were already billed while session {tx} ran; "
-                f"settle at {hold['recorded_wh']} Wh or more (Lago takes no negative usage)",
-            )
-        await repo.set_energy_override(conn, tx, energy, call.user.email)
-        await record_audit(
-            conn, request, call, "sync.settle", "transaction", tx,
-            before={"code": hold["unbillable_code"], "reason": hold["unbillable_reason"],
-                    "energy_override_wh": hold["energy_override_wh"]},
-            after={"energy_override_wh": energy},
-        )
+    async with pool(request).acquire() as conn:
+        await actions.settle_anomaly(conn, actor_of(request, call), tx, energy)
     return Released(transaction_id=tx, action="settled", energy_wh=energy,
                     message=f"session {tx}: {energy / 1000:.3f} kWh will be billed on the next sync run")
 
@@ -283,16 +220,9 @@ async def settle_anomaly(request: web.Request, call: Call) -> Released:
     "again with Lago's new reason.",
 )
 async def retry_refused(request: web.Request, call: Call) -> Released:
-    repo = _need_repo()
     tx = call.params.id
-    async with pool(request).acquire() as conn, conn.transaction():
-        hold = await _held(conn, repo, tx, "invalid_event", "be retried")
-        events = await repo.retry_refused_events(conn, tx)
-        await record_audit(
-            conn, request, call, "sync.retry", "transaction", tx,
-            before={"code": hold["unbillable_code"], "reason": hold["unbillable_reason"]},
-            after={"events_queued": events},
-        )
+    async with pool(request).acquire() as conn:
+        events = await actions.retry_refused(conn, actor_of(request, call), tx)
     return Released(transaction_id=tx, action="retry", events=events,
                     message=f"session {tx}: {events} refused event(s) will be sent again on the next sync run")
 

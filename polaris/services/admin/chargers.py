@@ -11,19 +11,11 @@ from pydantic import Field
 
 from polaris.db.repos import charge_boxes, ocpp_journal
 from polaris.services import appkeys
-from polaris.services.admin.common import (
-    Page,
-    PageQuery,
-    changed,
-    decode_cursor,
-    page_of,
-    pool,
-    record_audit,
-)
-from polaris.services.email import send_mail
+from polaris.services.admin import actions
+from polaris.services.admin.common import Page, PageQuery, actor_of, decode_cursor, page_of, pool
+from polaris.services.command_client import OPERATIONS
 from polaris.services.errors import ApiError
 from polaris.services.openapi import ADMIN, Call, Model, Out, add_endpoints, endpoint
-from polaris.services.steve_client import OPERATIONS
 
 TAG = "chargers"
 BASE = "/api/admin/v1/chargers"
@@ -178,25 +170,13 @@ async def get_charger(request: web.Request, call: Call) -> ChargerDetailOut:
 )
 async def add_chargers(request: web.Request, call: Call) -> ChargerPage:
     b = call.body
-    async with pool(request).acquire() as conn, conn.transaction():
-        rows = await charge_boxes.add_charge_boxes(
-            conn,
-            b.charge_box_ids,
-            b.password,
-            description=b.description,
-            site_name=b.site_name,
-            site_address=b.site_address,
+    async with pool(request).acquire() as conn:
+        rows = await actions.add_chargers(
+            conn, actor_of(request, call), b.charge_box_ids, b.password,
+            description=b.description, site_name=b.site_name, site_address=b.site_address,
         )
-        for r in rows:
-            await record_audit(
-                conn, request, call, "charger.add", "charger", r["charge_box_id"],
-                after={"description": b.description, "site_name": b.site_name},
-            )
-        items = []
-        for r in rows:
-            detail = await charge_boxes.get_charge_box_detail(conn, r["charge_box_id"])
-            items.append(ChargerOut.model_validate(dict(detail)))
-    return ChargerPage(items=items)
+        details = [await charge_boxes.get_charge_box_detail(conn, r["charge_box_id"]) for r in rows]
+    return ChargerPage(items=[ChargerOut.model_validate(dict(d)) for d in details])
 
 
 @endpoint(
@@ -210,15 +190,8 @@ async def add_chargers(request: web.Request, call: Call) -> ChargerPage:
 )
 async def edit_charger(request: web.Request, call: Call) -> ChargerOut:
     cid = call.params.charge_box_id
-    changes = call.body.model_dump(exclude_unset=True)
-    for key in ("active", "registration_status"):
-        if key in changes and changes[key] is None:
-            raise ApiError(400, "invalid_input", f"{key} cannot be null")
-    async with pool(request).acquire() as conn, conn.transaction():
-        before, after = await charge_boxes.update_charge_box(conn, cid, changes)
-        b, a = changed(before, after)
-        if a:
-            await record_audit(conn, request, call, "charger.edit", "charger", cid, before=b, after=a)
+    async with pool(request).acquire() as conn:
+        await actions.edit_charger(conn, actor_of(request, call), cid, call.body.model_dump(exclude_unset=True))
         detail = await charge_boxes.get_charge_box_detail(conn, cid)
     return ChargerOut.model_validate(dict(detail))
 
@@ -234,12 +207,8 @@ async def edit_charger(request: web.Request, call: Call) -> ChargerOut:
     status=204,
 )
 async def set_charger_password(request: web.Request, call: Call) -> None:
-    cid = call.params.charge_box_id
-    async with pool(request).acquire() as conn, conn.transaction():
-        if not await charge_boxes.set_charger_key(conn, cid, call.body.password):
-            raise ApiError(404, "not_found", f"no charger {cid}")
-        # The value is a secret: the entry says that it changed, never what to.
-        await record_audit(conn, request, call, "charger.password", "charger", cid, after={"password": "changed"})
+    async with pool(request).acquire() as conn:
+        await actions.set_charger_password(conn, actor_of(request, call), call.params.charge_box_id, call.body.password)
 
 
 @endpoint(
@@ -267,42 +236,11 @@ async def run_operation(request: web.Request, call: Call) -> OperationResult:
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(fields, dict):
             raise ApiError(400, "invalid_body", "the body must be a JSON object of the operation's fields")
-    fields.pop("chargeBoxId", None)
-    async with pool(request).acquire() as conn:
-        if await charge_boxes.get_charge_box(conn, cid) is None:
-            raise ApiError(404, "not_found", f"no charger {cid}")
-    client = request.app[appkeys.STEVE_CLIENT]
-    outcome: dict[str, Any] = {"operation": op, "fields": fields}
-    try:
-        answer = await client.operation(op, cid, fields, requested_by=call.user.email)
-        outcome["answer"] = answer
-    except ApiError as exc:
-        outcome["error"] = exc.code
-        raise
-    finally:
-        async with pool(request).acquire() as conn:
-            await record_audit(conn, request, call, "charger.operation", "charger", cid, after=outcome)
-    response = answer.get("response", answer) if isinstance(answer, dict) else answer
-    status = response.get("status") if isinstance(response, dict) else None
-    if op == "CancelReservation" and status == "Accepted":
-        await _tell_reservation_holder(request, cid, fields.get("reservationId"))
-    return OperationResult(operation=op, charge_box_id=cid, status=status, response=response)
-
-
-async def _tell_reservation_holder(request: web.Request, charge_box_id: str, reservation_id: Any) -> None:
-    """The customer whose card held the reservation gets the reservation-cancelled mail."""
-    if not isinstance(reservation_id, int):
-        return
-    async with pool(request).acquire() as conn:
-        holder = await ocpp_journal.reservation_holder(conn, charge_box_id, reservation_id)
-        if holder is None:  # a reservation made outside Polaris, or a card with no customer
-            return
-        await send_mail(
-            conn, "reservation-cancelled", to=holder["email"], dedupe_key=f"reservation-cancelled:{holder['id']}",
-            name=holder["name"], charger=holder["charger"],
-            reserved_until=holder["expiry_date"].strftime("%Y-%m-%d %H:%M UTC"),
-            reason="the operator cancelled it", portal_url=request.app[appkeys.SETTINGS].CUSTOMER_BASE_URL,
-        )
+    app = request.app
+    outcome = await actions.run_operation(
+        pool(request), app[appkeys.COMMAND_CLIENT], app[appkeys.SETTINGS], actor_of(request, call), cid, op, fields
+    )
+    return OperationResult(operation=op, charge_box_id=cid, status=outcome.status, response=outcome.response)
 
 
 def setup(app: web.Application) -> None:

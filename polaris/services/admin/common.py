@@ -1,4 +1,4 @@
-"""What every admin area shares: pagination, the audit helper, small conversions."""
+"""What every admin area's views share: pagination, the pool, who is acting."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from polaris.db.repos import audit
 from polaris.services import appkeys
+from polaris.services.admin.actions import Actor
 from polaris.services.auth.views import client_ip
 from polaris.services.errors import ApiError
 from polaris.services.openapi import Call, Model
@@ -78,33 +78,6 @@ def pool(request: web.Request) -> asyncpg.Pool:
     return request.app[appkeys.PG_POOL]
 
 
-async def record_audit(
-    conn: asyncpg.Connection,
-    request: web.Request,
-    call: Call,
-    action: str,
-    target_type: str,
-    target_id: Any,
-    *,
-    before: Any = None,
-    after: Any = None,
-) -> None:
-    """One audit entry for the signed-in user's change (inside the change's transaction)."""
-    await audit.record(
-        conn,
-        actor_user_id=call.user.id if call.user else None,
-        actor_email=call.user.email if call.user else None,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        before=before,
-        after=after,
-        ip=client_ip(request),
-    )
-
-
-def changed(before: Any, after: Any) -> tuple[dict, dict]:
-    """Only the fields that differ, for a readable audit entry."""
-    b, a = dict(before), dict(after)
-    keys = [k for k in a if k in b and a[k] != b[k] and k not in ("updated_at", "last_seen_at")]
-    return {k: b[k] for k in keys}, {k: a[k] for k in keys}
+def actor_of(request: web.Request, call: Call) -> Actor:
+    """The signed-in person making a change through the API, for the actions' audit entries."""
+    return Actor(user_id=call.user.id, email=call.user.email, ip=client_ip(request))

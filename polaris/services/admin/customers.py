@@ -11,19 +11,17 @@ from pydantic import Field
 
 from polaris.db.repos import customers, id_tags
 from polaris.services import appkeys
+from polaris.services.admin import actions
 from polaris.services.admin.common import (
     BIGINT_MAX,
     IdParams,
     Page,
     PageQuery,
-    changed,
+    actor_of,
     decode_cursor,
     page_of,
     pool,
-    record_audit,
 )
-from polaris.services.admin.mail import queue_invite
-from polaris.services.email import send_mail
 from polaris.services.errors import ApiError
 from polaris.services.openapi import Call, Model, Out, add_endpoints, endpoint
 
@@ -133,20 +131,13 @@ async def get_customer(request: web.Request, call: Call) -> CustomerOut:
 )
 async def create_customer(request: web.Request, call: Call) -> CustomerOut:
     b = call.body
-    async with pool(request).acquire() as conn, conn.transaction():
-        created = await customers.add_customer(conn, b.email, name=b.name, lago_subscription_id=b.lago_subscription_id)
-        if b.lago_external_customer_id:
-            await customers.update_customer(conn, created["id"], {"lago_external_customer_id": b.lago_external_customer_id})
-        sent = False
-        if b.invite:
-            sent = await queue_invite(conn, request.app[appkeys.SETTINGS], email=created["email"])
-        row = await customers.get_customer(conn, created["id"])
-        await record_audit(
-            conn, request, call, "customer.create", "customer", row["id"],
-            after={k: row[k] for k in ("email", "name", "lago_subscription_id", "lago_external_customer_id")}
-            | {"invite_sent": sent},
+    async with pool(request).acquire() as conn:
+        row = await actions.create_customer(
+            conn, request.app[appkeys.SETTINGS], actor_of(request, call), b.email, name=b.name,
+            lago_subscription_id=b.lago_subscription_id, lago_external_customer_id=b.lago_external_customer_id,
+            invite=b.invite,
         )
-    return customer_out(request, row, [], invite_sent=sent)
+    return customer_out(request, row, [], invite_sent=b.invite)
 
 
 @endpoint(
@@ -154,22 +145,11 @@ async def create_customer(request: web.Request, call: Call) -> CustomerOut:
     params=IdParams, body=CustomerPatch, response=CustomerOut, errors=(409,),
 )
 async def edit_customer(request: web.Request, call: Call) -> CustomerOut:
-    changes = call.body.model_dump(exclude_unset=True)
-    for key in ("active", "receipts_enabled"):
-        if key in changes and changes[key] is None:
-            raise ApiError(400, "invalid_input", f"{key} cannot be null")
-    async with pool(request).acquire() as conn, conn.transaction():
-        before, after = await customers.update_customer(conn, call.params.id, changes)
-        b, a = changed(before, after)
-        if a:
-            action = {False: "customer.deactivate", True: "customer.reactivate"}.get(a.get("active"), "customer.edit")
-            await record_audit(conn, request, call, action, "customer", call.params.id, before=b, after=a)
-        if "active" in a:
-            # The customer hears of it, in the same transaction (the outbox delivers it).
-            await send_mail(
-                conn, "account-inactive" if a["active"] is False else "account-reactivated",
-                to=after["email"], name=after["name"], portal_url=request.app[appkeys.SETTINGS].CUSTOMER_BASE_URL,
-            )
+    async with pool(request).acquire() as conn:
+        after = await actions.edit_customer(
+            conn, request.app[appkeys.SETTINGS], actor_of(request, call), call.params.id,
+            call.body.model_dump(exclude_unset=True),
+        )
         cards = await _cards(conn, call.params.id)
     return customer_out(request, after, cards)
 

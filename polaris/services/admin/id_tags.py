@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
-from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, Field
 
-from polaris.db.repos import charge_boxes, customers, id_tags
-from polaris.logs import get_logger
+from polaris.db.repos import id_tags
 from polaris.services import appkeys
+from polaris.services.admin import actions
 from polaris.services.admin.common import (
     BIGINT_MAX,
     Page,
     PageQuery,
-    changed,
+    actor_of,
     decode_cursor,
     page_of,
     pool,
-    record_audit,
 )
 from polaris.services.errors import ApiError
 from polaris.services.openapi import Call, Model, Out, add_endpoints, endpoint
 
-log = get_logger(__name__)
 TAG = "id_tags"
 BASE = "/api/admin/v1/id-tags"
 IdTagText = Field(min_length=1, max_length=20, pattern=r"^[\x20-\x7e]+$")
@@ -115,22 +111,10 @@ async def get_id_tag(request: web.Request, call: Call) -> IdTagOut:
 )
 async def create_id_tag(request: web.Request, call: Call) -> IdTagOut:
     b = call.body
-    if b.customer_id is not None and b.customer_email is not None:
-        raise ApiError(400, "invalid_input", "give customer_id or customer_email, not both")
-    async with pool(request).acquire() as conn, conn.transaction():
-        email = b.customer_email
-        if b.customer_id is not None:
-            customer = await customers.get_customer(conn, b.customer_id)
-            if customer is None:
-                raise ApiError(404, "not_found", f"no customer {b.customer_id}")
-            email = customer["email"]
-        created = await id_tags.add_id_tag(conn, b.id_tag, customer_email=email, label=b.label)
-        if b.expiry_date is not None:
-            await id_tags.update_id_tag(conn, created["id_tag"], {"expiry_date": b.expiry_date})
-        row = await id_tags.get_id_tag_detail(conn, created["id_tag"])
-        await record_audit(
-            conn, request, call, "id_tag.create", "id_tag", row["id_tag"],
-            after={"customer_email": row["customer_email"], "label": row["label"], "expiry_date": row["expiry_date"]},
+    async with pool(request).acquire() as conn:
+        row = await actions.add_card(
+            conn, actor_of(request, call), b.id_tag, customer_id=b.customer_id, customer_email=b.customer_email,
+            label=b.label, expiry_date=b.expiry_date,
         )
     return IdTagOut.model_validate(dict(row))
 
@@ -140,40 +124,12 @@ async def create_id_tag(request: web.Request, call: Call) -> IdTagOut:
     params=IdTagParams, body=IdTagPatch, response=IdTagChangeOut,
 )
 async def edit_id_tag(request: web.Request, call: Call) -> IdTagChangeOut:
-    changes = call.body.model_dump(exclude_unset=True)
-    if "blocked" in changes and changes["blocked"] is None:
-        raise ApiError(400, "invalid_input", "blocked cannot be null")
-    async with pool(request).acquire() as conn, conn.transaction():
-        before, after = await id_tags.update_id_tag(conn, call.params.id_tag, changes)
-        b, a = changed(before, after)
-        if a:
-            action = "id_tag.block" if a.get("blocked") is True else "id_tag.edit"
-            await record_audit(conn, request, call, action, "id_tag", after["id_tag"], before=b, after=a)
-        newly_blocked = after["blocked"] and not before["blocked"]
-        chargers = await charge_boxes.charge_boxes_seen_with_tag(conn, after["id_tag"]) if newly_blocked else []
-    results = await _clear_caches(request, chargers, call.user.email) if chargers else []
-    return IdTagChangeOut.model_validate({**dict(after), "clear_cache": results})
-
-
-async def _clear_caches(request: web.Request, chargers: list[str], by: str) -> list[ClearCacheResult]:
-    """ClearCache on each charger, concurrently: a lost card must stop working at once.
-
-    The block is already committed; a charger that is offline clears nothing now, but its
-    next Authorize asks us (and the pre-authorize hook answers BLOCKED).
-    """
-    client = request.app[appkeys.STEVE_CLIENT]
-
-    async def one(cid: str) -> ClearCacheResult:
-        try:
-            answer: Any = await client.operation("ClearCache", cid, {}, requested_by=by)
-        except ApiError as exc:
-            return ClearCacheResult(charge_box_id=cid, error=exc.code)
-        response = answer.get("response", answer) if isinstance(answer, dict) else {}
-        return ClearCacheResult(charge_box_id=cid, status=response.get("status") if isinstance(response, dict) else None)
-
-    results = list(await asyncio.gather(*(one(c) for c in chargers)))
-    log.info("clear cache after block", chargers=len(chargers), failed=sum(1 for r in results if r.error))
-    return results
+    actor = actor_of(request, call)
+    async with pool(request).acquire() as conn:
+        edit = await actions.edit_card(conn, actor, call.params.id_tag, call.body.model_dump(exclude_unset=True))
+    cleared = await actions.clear_caches(request.app[appkeys.COMMAND_CLIENT], edit.to_clear, actor) if edit.to_clear else []
+    results = [ClearCacheResult(charge_box_id=c.charge_box_id, status=c.status, error=c.error) for c in cleared]
+    return IdTagChangeOut.model_validate({**dict(edit.card), "clear_cache": results})
 
 
 def setup(app: web.Application) -> None:

@@ -8,16 +8,17 @@ from typing import Literal
 from aiohttp import web
 from pydantic import AwareDatetime, Field
 
-from polaris.db.repos import transaction_reports, transactions
+from polaris.db.repos import transaction_reports
+from polaris.services.admin import actions
 from polaris.services.admin.common import (
     BIGINT_MAX,
     INT_MAX,
     Page,
     PageQuery,
+    actor_of,
     decode_cursor,
     page_of,
     pool,
-    record_audit,
 )
 from polaris.services.errors import ApiError
 from polaris.services.openapi import Call, Model, Out, add_endpoints, endpoint
@@ -158,16 +159,8 @@ async def get_transaction(request: web.Request, call: Call) -> TransactionDetail
     "register reading, so billing gets exactly what the charger reported. 400 if already stopped.",
 )
 async def force_close(request: web.Request, call: Call) -> TransactionOut:
-    async with pool(request).acquire() as conn, conn.transaction():
-        before = await transaction_reports.get_transaction_detail(conn, call.params.id)
-        if before is None:
-            raise ApiError(404, "not_found", f"no transaction {call.params.id}")
-        closed = await transactions.force_close_transaction(conn, call.params.id, reason=call.body.reason)
-        await record_audit(
-            conn, request, call, "transaction.force_close", "transaction", call.params.id,
-            before={"stop_timestamp": None, "meter_stop": None},
-            after={k: closed[k] for k in ("stop_timestamp", "meter_stop", "stop_reason", "stopped_by")},
-        )
+    async with pool(request).acquire() as conn:
+        await actions.force_close(conn, actor_of(request, call), call.params.id, reason=call.body.reason)
         row = await transaction_reports.get_transaction_detail(conn, call.params.id)
     return transaction_out(row)
 

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
 from pydantic import Field
 
-from polaris.db.repos import sessions, users
-from polaris.keys import hash_password
+from polaris.db.repos import users
+from polaris.services.admin import actions
 from polaris.services.admin.common import (
     IdParams,
     Page,
     PageQuery,
-    changed,
+    actor_of,
     decode_cursor,
     page_of,
     pool,
-    record_audit,
 )
-from polaris.services.auth.passwords import check_new_password
 from polaris.services.errors import ApiError
 from polaris.services.openapi import ADMIN, Call, Model, Out, add_endpoints, endpoint
 
@@ -102,17 +99,8 @@ async def get_user(request: web.Request, call: Call) -> UserOut:
 )
 async def create_user(request: web.Request, call: Call) -> UserOut:
     b = call.body
-    hashed = None
-    if b.password is not None:
-        check_new_password(b.password)
-        hashed = await asyncio.to_thread(hash_password, b.password)
-    async with pool(request).acquire() as conn, conn.transaction():
-        created = await users.add_user(conn, b.email, b.role, password_hash=hashed, name=b.name)
-        row = await users.get_user(conn, created["id"])
-        await record_audit(
-            conn, request, call, "user.create", "user", row["id"],
-            after={"email": row["email"], "role": row["role"], "name": row["name"], "has_password": hashed is not None},
-        )
+    async with pool(request).acquire() as conn:
+        row = await actions.add_user(conn, actor_of(request, call), b.email, b.role, password=b.password, name=b.name)
     return user_out(row)
 
 
@@ -121,27 +109,9 @@ async def create_user(request: web.Request, call: Call) -> UserOut:
     roles=ADMIN, params=IdParams, body=UserPatch, response=UserOut, errors=(409,),
 )
 async def edit_user(request: web.Request, call: Call) -> UserOut:
-    changes = call.body.model_dump(exclude_unset=True)
-    for key in ("role", "active"):
-        if key in changes and changes[key] is None:
-            raise ApiError(400, "invalid_input", f"{key} cannot be null")
-    async with pool(request).acquire() as conn, conn.transaction():
-        target = await users.get_user(conn, call.params.id)
-        if target is None:
-            raise ApiError(404, "not_found", f"no user {call.params.id}")
-        if target["role"] == "customer":
-            raise ApiError(409, "is_customer", "customers are managed under /customers")
-        demoting = changes.get("role") == "operator" or changes.get("active") is False
-        if demoting and target["role"] == "admin" and target["active"] and await users.count_active_admins(conn) <= 1:
-            raise ApiError(409, "last_admin", "this is the last active admin; add another admin first")
-        before, after = await users.update_user(conn, call.params.id, changes)
-        if changes.get("active") is False:
-            await sessions.delete_user_sessions(conn, call.params.id)
-            await sessions.revoke_user_tokens(conn, call.params.id)
-        b, a = changed(before, after)
-        if a:
-            action = "user.deactivate" if a.get("active") is False else "user.edit"
-            await record_audit(conn, request, call, action, "user", call.params.id, before=b, after=a)
+    async with pool(request).acquire() as conn:
+        after = await actions.edit_user(conn, actor_of(request, call), call.params.id,
+                                        call.body.model_dump(exclude_unset=True))
     return user_out(after)
 
 
@@ -150,21 +120,8 @@ async def edit_user(request: web.Request, call: Call) -> UserOut:
     roles=ADMIN, params=IdParams, body=PasswordBody, status=204,
 )
 async def set_user_password(request: web.Request, call: Call) -> None:
-    password = call.body.password
-    hashed = None
-    if password is not None:
-        check_new_password(password)
-        hashed = await asyncio.to_thread(hash_password, password)
-    async with pool(request).acquire() as conn, conn.transaction():
-        target = await users.get_user(conn, call.params.id)
-        if target is None or target["role"] == "customer":
-            raise ApiError(404, "not_found", f"no admin or operator {call.params.id}")
-        await users.set_password_hash_by_id(conn, call.params.id, hashed)
-        await sessions.delete_user_sessions(conn, call.params.id)
-        await record_audit(
-            conn, request, call, "user.password", "user", call.params.id,
-            after={"password": "set" if hashed else "removed"},
-        )
+    async with pool(request).acquire() as conn:
+        await actions.set_user_password(conn, actor_of(request, call), call.params.id, call.body.password)
 
 
 def setup(app: web.Application) -> None:

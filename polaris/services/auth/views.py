@@ -251,15 +251,9 @@ async def revoke_token(request: web.Request, call: Call) -> TokenInfo:
 
 
 def setup(app: web.Application) -> None:
+    """Password sign-in, the session and bearer tokens (the app factory wires the device,
+    OIDC and password-reset modules beside this one)."""
     add_endpoints(app, login, logout, current_session, issue_token, list_tokens, revoke_token)
-    for name in ("polaris.services.auth.device", "polaris.services.auth.oidc", "polaris.services.auth.password_reset"):
-        try:
-            module = __import__(name, fromlist=["setup"])
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.setup(app)
 
 
 __all__ = ["STAFF", "client_ip", "setup"]

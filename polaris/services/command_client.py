@@ -1,4 +1,8 @@
-"""Client of the OCPP server's command API (`POST /api/v1/operations/{Operation}`).
+"""The web process's client of our own OCPP server's command API (`POST /api/v1/operations/{Operation}`).
+
+The OCPP server (polaris.ocpp) relays each operation to the connected charger. The
+settings keep the names of the SteVe deployment this platform replaced (STEVE_BASE_URL,
+STEVE_API_USERNAME, STEVE_API_KEY); the client itself talks only to polaris.ocpp.
 
 The OCPP server answers with the charger's reply, 409 when the charger is offline and
 504 when it did not answer in time; those become `ApiError`s with the same status so
@@ -23,7 +27,9 @@ OPERATIONS = CS_OPERATIONS
 TIMEOUT = httpx.Timeout(40.0, connect=5.0)
 
 
-class SteveClient:
+class CommandClient:
+    """Sends OCPP operations to chargers through the OCPP server's command API."""
+
     def __init__(self, settings: Settings, http: httpx.AsyncClient):
         self.base_url = settings.STEVE_BASE_URL.rstrip("/")
         key = settings.STEVE_API_KEY.get_secret_value() if settings.STEVE_API_KEY else ""
