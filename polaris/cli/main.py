@@ -33,11 +33,6 @@ from polaris.logs import configure_logging
 COMMANDS = (up, ocpp, web, sync, tui, sim, health, doctor, smoke, secrets, backup, migrate, admin)
 
 
-def available_commands() -> list[str]:
-    """Names of the subcommands, in `polaris --help` order."""
-    return [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polaris",
