@@ -37,7 +37,7 @@ ADMIN_PREFIX = "/api/admin/"
 # Modules of other areas wired in when present: each has `setup(app)`.
 OPTIONAL_MODULES = (
     "polaris.services.hooks",
-    "polaris.services.events",
+    "polaris.services.live",
     "polaris.services.email",
     "polaris.services.push",
     "polaris.services.lago_webhooks",
