@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_sse.py [--subscribers 1000] [--rounds 20] [--transport both]
 
-A real aiohttp server runs the events module (the same `sse_response` as
+A real aiohttp server runs the live-events package (the same `sse_response` as
 /api/admin/v1/events) over a fresh Postgres database (DATABASE_URL if set, else the
 embedded one under .polaris/bench). The subscribers are plain HTTP streaming clients in a
 separate process (lean asyncio protocol clients, so the load generator costs little CPU
@@ -104,7 +104,7 @@ async def run(transport: str, subscribers: int, rounds: int, dsn: str) -> dict:
 
     from polaris.config import Settings
     from polaris.db.pool import create_pool
-    from polaris.services import events
+    from polaris.services import live
     from polaris.services.appkeys import PG_POOL, SETTINGS
     from polaris.services.auth import AuthUser
     from polaris.services.auth.middleware import set_user
@@ -121,7 +121,7 @@ async def run(transport: str, subscribers: int, rounds: int, dsn: str) -> dict:
     app = web.Application(middlewares=[as_admin])
     app[SETTINGS] = settings
     app[PG_POOL] = pool
-    events.setup(app)
+    live.setup(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
@@ -136,7 +136,7 @@ async def run(transport: str, subscribers: int, rounds: int, dsn: str) -> dict:
     t_connect = time.monotonic()
     assert await loop.run_in_executor(None, parent.recv) == "ready"
     connect_s = time.monotonic() - t_connect
-    bus = app[events.EVENT_BUS]
+    bus = app[live.EVENT_BUS]
     worst, medians, complete, publish_ms, fanout, dispatch_ms = [], [], [], [], [], []
     dispatch_cpu_ms: list[float] = []
     for i in range(rounds):
@@ -152,7 +152,7 @@ async def run(transport: str, subscribers: int, rounds: int, dsn: str) -> dict:
         medians.append(statistics.median(lat) if lat else float("inf"))
         # Fan-out alone: an event already stored, handed to the bus as a NOTIFY would be.
         await asyncio.sleep(0.2)
-        synthetic = events.Event.make(10**12 + i, ["admin"], "charger.status", {"n": i})
+        synthetic = live.Event.make(10**12 + i, ["admin"], "charger.status", {"n": i})
         t0, cpu0 = time.monotonic(), time.thread_time()
         bus.dispatch(synthetic)
         dispatch_ms.append((time.monotonic() - t0) * 1000)

@@ -20,7 +20,7 @@ from polaris.customer_web import portal
 from polaris.services import appkeys
 from polaris.services.auth.middleware import require_user
 from polaris.services.auth.views import client_ip
-from polaris.services.events import jsonable
+from polaris.services.live import jsonable
 from polaris.services.openapi import Call, Model, endpoint, openapi_document
 
 CUSTOMER = ("customer",)

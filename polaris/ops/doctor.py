@@ -1,10 +1,10 @@
 """`polaris doctor`: the install guide's "Verify you are ready" checklist as code.
 
 One async function per check, each returning a `CheckResult` (ok, warn or fail, a
-message, and a fix for anything not ok). Checks run concurrently with their own
-timeouts; a check never raises. What reaches outside the process (DNS, HTTP, the
-`docker` binary, /proc/meminfo) comes from `DoctorContext`, so tests can point each at
-a local stand-in while the production code paths stay the same.
+message, and a fix for anything not ok), run by polaris/ops/checks.py: concurrently, each
+within a time limit, a broken check one failed line. What reaches outside the process (DNS,
+HTTP, the `docker` binary, /proc/meminfo) comes from `DoctorContext`, so tests can point
+each at a local stand-in while the production code paths stay the same.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import quote, urlsplit
 
-import httpx
 from pydantic import SecretStr
 
 from polaris.config import ConfigError, Settings, cookie_domain_covers
 from polaris.db.migrate import MigrationError, pending_migrations
 from polaris.db.pool import connect, describe_connect_error
-
-# "skip": a check that could not run because something it needs is down (`polaris health`
-# skips the database's figures while the database is unreachable); doctor never skips.
-Status = Literal["ok", "warn", "fail", "skip"]
+from polaris.ops import checks
+from polaris.ops.checks import CheckContext, CheckResult, checklist_lines
 
 # A "4 GB" VPS reports about 3.8 GiB in MemTotal once the kernel has taken its share,
 # so the line is drawn a little below 4 GB rather than at it.
@@ -49,15 +45,6 @@ SECRET_NAMES = (
 )
 
 
-@dataclass
-class CheckResult:
-    name: str
-    title: str
-    status: Status
-    message: str
-    fix: str = ""
-
-
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 
@@ -69,15 +56,12 @@ async def system_resolve(host: str) -> list[str]:
 
 
 @dataclass
-class DoctorContext:
-    settings: Settings
+class DoctorContext(CheckContext):
     ocpp_host: str | None = None
-    timeout: float = 10.0
     resolve: Resolver = system_resolve
     meminfo: Path = Path("/proc/meminfo")
     # PATH used to find `docker`; None means the process's own PATH.
     search_path: str | None = None
-    http: httpx.AsyncClient | None = field(default=None, repr=False)
 
 
 # --- configuration ----------------------------------------------------------------
@@ -244,30 +228,14 @@ async def check_dns(ctx: DoctorContext) -> CheckResult:
     return CheckResult("dns", title, "ok", shown)
 
 
-def _http(ctx: DoctorContext) -> httpx.AsyncClient:
-    assert ctx.http is not None, "run_checks opens the HTTP client"
-    return ctx.http
-
-
-def describe_http_error(exc: httpx.HTTPError) -> str:
-    """One line for a person: what went wrong with an HTTP request (the class name at least)."""
-    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
-
-
-async def check_lago_reachable(ctx: DoctorContext) -> CheckResult:
+async def check_lago_reachable(ctx: CheckContext) -> CheckResult:
     """Outbound HTTPS to Lago answers (any HTTP status below 500, as the guide's curl)."""
     url = ctx.settings.LAGO_API_URL
     title = "Outbound HTTPS to Lago"
-    try:
-        r = await _http(ctx).get(url)
-    except httpx.HTTPError as exc:
-        return CheckResult(
-            "lago_reachable",
-            title,
-            "fail",
-            f"{url}: {describe_http_error(exc)}",
-            "allow outbound HTTPS (443) from this host to Lago; check LAGO_API_URL and any proxy",
-        )
+    fix = "allow outbound HTTPS (443) from this host to Lago; check LAGO_API_URL and any proxy"
+    r = await checks.get(ctx, url, name="lago_reachable", title=title, say="{url}: {error}", fix=fix)
+    if isinstance(r, CheckResult):
+        return r
     if r.status_code >= 500:
         return CheckResult(
             "lago_reachable", title, "warn", f"{url} answered {r.status_code}", "Lago has trouble; retry later"
@@ -275,7 +243,7 @@ async def check_lago_reachable(ctx: DoctorContext) -> CheckResult:
     return CheckResult("lago_reachable", title, "ok", f"{url} answered {r.status_code}")
 
 
-async def check_lago_metric(ctx: DoctorContext) -> CheckResult:
+async def check_lago_metric(ctx: CheckContext) -> CheckResult:
     """The Lago API key is accepted and the billable metric LAGO_METRIC_CODE exists."""
     s = ctx.settings
     code = s.LAGO_METRIC_CODE
@@ -286,12 +254,12 @@ async def check_lago_metric(ctx: DoctorContext) -> CheckResult:
             "lago_metric", title, "fail", "LAGO_API_KEY is not set", "copy an API key from Lago's developer settings"
         )
     url = f"{s.LAGO_API_URL.rstrip('/')}/api/v1/billable_metrics/{quote(code, safe='')}"
-    try:
-        r = await _http(ctx).get(url, headers={"Authorization": f"Bearer {key}"})
-    except httpx.HTTPError as exc:
-        return CheckResult(
-            "lago_metric", title, "fail", f"{describe_http_error(exc)}", "see the outbound HTTPS check"
-        )
+    r = await checks.get(
+        ctx, url, name="lago_metric", title=title, say="{error}", fix="see the outbound HTTPS check",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    if isinstance(r, CheckResult):
+        return r
     if r.status_code == 200:
         try:
             metric = r.json().get("billable_metric") or {}
@@ -336,16 +304,10 @@ async def check_email_worker(ctx: DoctorContext) -> CheckResult:
             "deploy the email worker and set CF_EMAIL_WORKER_URL and CF_EMAIL_WORKER_SECRET",
         )
     url = s.CF_EMAIL_WORKER_URL.rstrip("/") + "/health"
-    try:
-        r = await _http(ctx).get(url)
-    except httpx.HTTPError as exc:
-        return CheckResult(
-            "email_worker",
-            title,
-            "fail",
-            f"{url}: {describe_http_error(exc)}",
-            "check CF_EMAIL_WORKER_URL and that the worker is deployed (`wrangler deploy`)",
-        )
+    fix = "check CF_EMAIL_WORKER_URL and that the worker is deployed (`wrangler deploy`)"
+    r = await checks.get(ctx, url, name="email_worker", title=title, say="{url}: {error}", fix=fix)
+    if isinstance(r, CheckResult):
+        return r
     if r.status_code != 200:
         return CheckResult(
             "email_worker",
@@ -499,25 +461,9 @@ CHECKS: tuple[Callable[[DoctorContext], Awaitable[CheckResult]], ...] = (
 )
 
 
-async def _guarded(check: Callable[[DoctorContext], Awaitable[CheckResult]], ctx: DoctorContext) -> CheckResult:
-    try:
-        return await check(ctx)
-    except Exception as exc:  # a broken check is one failed line, not a traceback
-        name = check.__name__.removeprefix("check_")
-        return CheckResult(name, name, "fail", f"the check itself failed: {exc.__class__.__name__}: {exc}", "report this")
-
-
 async def run_checks(ctx: DoctorContext) -> list[CheckResult]:
     """Every check, concurrently, in the checklist's order."""
-    own_client = ctx.http is None
-    if own_client:
-        ctx.http = httpx.AsyncClient(timeout=ctx.timeout, follow_redirects=False)
-    try:
-        return list(await asyncio.gather(*(_guarded(c, ctx) for c in CHECKS)))
-    finally:
-        if own_client and ctx.http is not None:
-            await ctx.http.aclose()
-            ctx.http = None
+    return await checks.run_checks(CHECKS, ctx)
 
 
 def blocking(results: list[CheckResult]) -> bool:
@@ -527,18 +473,6 @@ def blocking(results: list[CheckResult]) -> bool:
 def as_json(results: list[CheckResult]) -> dict:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "warn", "fail")}
     return {"ready": not blocking(results), "counts": counts, "checks": [asdict(r) for r in results]}
-
-
-def checklist_lines(results: list[CheckResult], marks: dict[str, str]) -> list[str]:
-    """One line per check (mark, title, message), continuation lines, and a fix for each non-ok one."""
-    lines = []
-    for r in results:
-        first, *more = r.message.splitlines() or [""]
-        lines.append(f"{marks[r.status]} {r.title}: {first}")
-        lines.extend(f"       {line}" for line in more)
-        if r.status not in ("ok", "skip") and r.fix:
-            lines.append(f"       fix: {r.fix}")
-    return lines
 
 
 def render_text(results: list[CheckResult]) -> str:

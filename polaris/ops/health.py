@@ -1,10 +1,10 @@
 """`polaris health`: on-call checks of a running deployment, found through the services' settings.
 
-Each check returns doctor's `CheckResult` (ok, warn, fail = critical, or skip when the
-database it needs is down) and never raises. Checks run concurrently, each within a
+Each check returns a `CheckResult` (ok, warn, fail = critical, or skip when the database
+it needs is down), run by polaris/ops/checks.py as doctor's are: concurrently, each within a
 short time limit, so a hung service turns into one failed line instead of a hung command.
 The database is opened once (a small pool) and shared; the checks that read it wait for
-it, and are skipped with one clear line when it cannot be reached.
+it, and are skipped with one clear line when it cannot be reached (`DatabaseDown`).
 
 "Nothing run yet is not a failure": a fresh deployment without sync runs, mail or chargers
 is healthy, and each line says so.
@@ -13,7 +13,8 @@ is healthy, and each line says so.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,18 +22,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from polaris.config import Settings
 from polaris.db.migrate import MigrationError, load_migrations, pending_migrations
 from polaris.db.pool import create_pool, describe_connect_error
 from polaris.db.repos import billing, health
-from polaris.ops.doctor import (
-    CheckResult,
-    DoctorContext,
-    check_lago_metric,
-    check_lago_reachable,
-    checklist_lines,
-    describe_http_error,
-)
+from polaris.ops import checks
+from polaris.ops.checks import CheckContext, CheckResult, Skip, checklist_lines, fix_shown
+from polaris.ops.doctor import check_lago_metric, check_lago_reachable
 from polaris.sync.cadence import CRON, next_run_at
 
 DEFAULT_TIMEOUT = 5.0
@@ -54,16 +49,18 @@ TITLES = {
 MARKS = {"ok": "[ ok ]", "warn": "[WARN]", "fail": "[CRIT]", "skip": "[skip]"}
 
 
-class DatabaseDown(Exception):
-    """The database could not be opened; the message is one line for a person."""
+class DatabaseDown(Skip):
+    """The database could not be opened; the message is one line for a person. A check that
+    lets it through is skipped with one line saying so."""
+
+    def skip_message(self) -> str:
+        return f"not checked: the database is unreachable ({self})"
 
 
 @dataclass
-class HealthContext:
-    settings: Settings
+class HealthContext(CheckContext):
     timeout: float = DEFAULT_TIMEOUT
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    http: httpx.AsyncClient | None = field(default=None, repr=False)
     # A process that has a pool already (the web's admin API) lends it; it is not closed here.
     shared_pool: asyncpg.Pool | None = field(default=None, repr=False)
     _pool: asyncio.Task[asyncpg.Pool] | None = field(default=None, repr=False)
@@ -80,6 +77,13 @@ class HealthContext:
             raise
         except Exception as exc:  # any connect failure is one line for a person
             raise DatabaseDown(describe_connect_error(exc)) from exc
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the shared pool; DatabaseDown (the check is skipped) if there is none."""
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            yield conn
 
     async def _open_pool(self) -> asyncpg.Pool:
         url = self.settings.database_url
@@ -101,15 +105,6 @@ class HealthContext:
             if pool is not None:
                 await pool.close()
             self._pool = None
-
-
-def _http(ctx: HealthContext) -> httpx.AsyncClient:
-    assert ctx.http is not None, "run_checks opens the HTTP client"
-    return ctx.http
-
-
-def _skipped(name: str, title: str, why: DatabaseDown) -> CheckResult:
-    return CheckResult(name, title, "skip", f"not checked: the database is unreachable ({why})")
 
 
 def _ago(now: datetime, then: datetime) -> str:
@@ -179,17 +174,11 @@ async def check_web(ctx: HealthContext) -> CheckResult:
     """The web process's /readyz answers 200 ready (its database reachable, its schema current)."""
     title = TITLES["web"]
     url = ctx.settings.WEB_INTERNAL_URL.rstrip("/") + "/readyz"
-    try:
-        r = await _http(ctx).get(url)
-    except httpx.HTTPError as exc:
-        return CheckResult(
-            "web",
-            title,
-            "fail",
-            f"{url}: down ({describe_http_error(exc)})",
-            "start the web service (`docker compose up -d web`) and read `docker compose logs web`; "
-            "WEB_INTERNAL_URL must reach it from where health runs",
-        )
+    fix = ("start the web service (`docker compose up -d web`) and read `docker compose logs web`; "
+           "WEB_INTERNAL_URL must reach it from where health runs")
+    r = await checks.get(ctx, url, name="web", title=title, say="{url}: down ({error})", fix=fix)
+    if isinstance(r, CheckResult):
+        return r
     body = _json(r)
     if r.status_code == 200 and body.get("status") == "ready":
         return CheckResult("web", title, "ok", f"{url}: ready")
@@ -222,17 +211,12 @@ async def check_ocpp(ctx: HealthContext) -> CheckResult:
     title = TITLES["ocpp"]
     url = s.STEVE_BASE_URL.rstrip("/") + "/api/v1/status"
     key = s.STEVE_API_KEY.get_secret_value() if s.STEVE_API_KEY else ""
-    try:
-        r = await _http(ctx).get(url, auth=(s.STEVE_API_USERNAME, key))
-    except httpx.HTTPError as exc:
-        return CheckResult(
-            "ocpp",
-            title,
-            "fail",
-            f"{url}: down ({describe_http_error(exc)}); chargers cannot connect",
-            "start the OCPP server (`docker compose up -d ocpp`) and read `docker compose logs ocpp`; "
-            "STEVE_BASE_URL must reach its command API from where health runs",
-        )
+    fix = ("start the OCPP server (`docker compose up -d ocpp`) and read `docker compose logs ocpp`; "
+           "STEVE_BASE_URL must reach its command API from where health runs")
+    r = await checks.get(ctx, url, name="ocpp", title=title, say="{url}: down ({error}); chargers cannot connect",
+                         fix=fix, auth=(s.STEVE_API_USERNAME, key))
+    if isinstance(r, CheckResult):
+        return r
     if r.status_code == 401:
         why = "STEVE_API_KEY is not set here" if not key else "it refused STEVE_API_USERNAME / STEVE_API_KEY"
         return CheckResult(
@@ -279,11 +263,7 @@ async def check_sync(ctx: HealthContext) -> CheckResult:
     """The last succeeded billing sync is within its cadence; runs are not failing in a row."""
     s = ctx.settings
     title = TITLES["sync"]
-    try:
-        pool = await ctx.pool()
-    except DatabaseDown as exc:
-        return _skipped("sync", title, exc)
-    async with pool.acquire() as conn:
+    async with ctx.connection() as conn:
         row = await health.sync_freshness(conn)
         failed = await health.consecutive_failed_runs(conn)
     if row["first_run_at"] is None:
@@ -319,11 +299,7 @@ async def check_email(ctx: HealthContext) -> CheckResult:
     worker_problem: str | None = None
     worker_task = asyncio.ensure_future(_probe_email_worker(ctx)) if s.CF_EMAIL_WORKER_URL else None
     try:
-        try:
-            pool = await ctx.pool()
-        except DatabaseDown as exc:
-            return _skipped("email", title, exc)
-        async with pool.acquire() as conn:
+        async with ctx.connection() as conn:
             backlog = await health.outbox_backlog(conn)
         if worker_task is not None:
             worker_problem = await worker_task
@@ -362,10 +338,10 @@ async def check_email(ctx: HealthContext) -> CheckResult:
 async def _probe_email_worker(ctx: HealthContext) -> str | None:
     """None when GET {CF_EMAIL_WORKER_URL}/health answers 200, else why not."""
     url = (ctx.settings.CF_EMAIL_WORKER_URL or "").rstrip("/") + "/health"
-    try:
-        r = await _http(ctx).get(url)
-    except httpx.HTTPError as exc:
-        return f"email worker {url} unreachable ({describe_http_error(exc)})"
+    say = "email worker {url} unreachable ({error})"
+    r = await checks.get(ctx, url, name="email", title=TITLES["email"], say=say, fix="")
+    if isinstance(r, CheckResult):
+        return r.message
     if r.status_code != 200:
         return f"email worker {url} answered HTTP {r.status_code}"
     return None
@@ -376,9 +352,8 @@ async def check_lago(ctx: HealthContext) -> CheckResult:
     title = TITLES["lago"]
     if not ctx.settings.LAGO_API_KEY:
         return CheckResult("lago", title, "ok", "not configured (LAGO_API_KEY unset)")
-    doctor = DoctorContext(settings=ctx.settings, timeout=ctx.timeout, http=ctx.http)
     for probe in (check_lago_reachable, check_lago_metric):
-        r = await probe(doctor)
+        r = await probe(ctx)
         if r.status != "ok":
             # Billing catches up once Lago is back: never more than a warning here.
             return CheckResult("lago", title, "warn", r.message, r.fix)
@@ -388,12 +363,8 @@ async def check_lago(ctx: HealthContext) -> CheckResult:
 async def check_unbillable(ctx: HealthContext) -> CheckResult:
     """Sessions held back from billing and usage events Lago does not have yet."""
     title = TITLES["unbillable"]
-    try:
-        pool = await ctx.pool()
-    except DatabaseDown as exc:
-        return _skipped("unbillable", title, exc)
     unsent_after = timedelta(minutes=ctx.settings.ALERT_UNSENT_USAGE_MINUTES)
-    async with pool.acquire() as conn:
+    async with ctx.connection() as conn:
         held = await billing.unbillable_summary(conn)
         events = await health.undelivered_usage_events(conn, older_than=unsent_after)
     sessions = sum(r["transactions"] for r in held)
@@ -423,11 +394,7 @@ async def check_unbillable(ctx: HealthContext) -> CheckResult:
 async def check_alerts(ctx: HealthContext) -> CheckResult:
     """Operator alerts still open (chargers offline or faulted, sync failing, outbox stuck)."""
     title = TITLES["alerts"]
-    try:
-        pool = await ctx.pool()
-    except DatabaseDown as exc:
-        return _skipped("alerts", title, exc)
-    async with pool.acquire() as conn:
+    async with ctx.connection() as conn:
         rows = await health.open_operator_alerts(conn)
     if not rows:
         return CheckResult("alerts", title, "ok", "none open")
@@ -459,33 +426,11 @@ CHECKS: tuple[Callable[[HealthContext], Awaitable[CheckResult]], ...] = (
 # --- running them -------------------------------------------------------------------
 
 
-async def _guarded(check: Callable[[HealthContext], Awaitable[CheckResult]], ctx: HealthContext) -> CheckResult:
-    name = check.__name__.removeprefix("check_")
-    title = TITLES.get(name, name)
-    # The database may take a full timeout to refuse, then the check its own: two time limits.
-    limit = 2 * ctx.timeout + 1
-    try:
-        return await asyncio.wait_for(check(ctx), limit)
-    except TimeoutError:
-        return CheckResult(name, title, "fail", f"no answer within {limit:g} s", "the service hangs: read its logs")
-    except Exception as exc:  # a broken check is one failed line, not a traceback
-        return CheckResult(name, title, "fail", f"the check itself failed: {exc.__class__.__name__}: {exc}", "report this")
-
-
 async def run_checks(ctx: HealthContext, *, exclude: frozenset[str] = frozenset()) -> list[CheckResult]:
     """Every check (but those named in `exclude`), concurrently, in the checklist's order."""
-    own_client = ctx.http is None
-    if own_client:
-        # trust_env=False: the services' internal URLs are never reached through a proxy.
-        ctx.http = httpx.AsyncClient(timeout=ctx.timeout, follow_redirects=False, trust_env=False)
-    try:
-        checks = [c for c in CHECKS if c.__name__.removeprefix("check_") not in exclude]
-        return list(await asyncio.gather(*(_guarded(c, ctx) for c in checks)))
-    finally:
-        await ctx.close()
-        if own_client and ctx.http is not None:
-            await ctx.http.aclose()
-            ctx.http = None
+    chosen = [c for c in CHECKS if checks.check_name(c) not in exclude]
+    # trust_env=False: the services' internal URLs are never reached through a proxy.
+    return await checks.run_checks(chosen, ctx, titles=TITLES, trust_env=False)
 
 
 def overall(results: list[CheckResult]) -> str:
@@ -505,7 +450,7 @@ def as_json(results: list[CheckResult], checked_at: datetime) -> dict[str, Any]:
     checks = []
     for r in results:
         item = {"name": r.name, "status": WORDS[r.status], "detail": r.message}
-        if r.status not in ("ok", "skip") and r.fix:
+        if fix_shown(r):
             item["fix"] = r.fix
         checks.append(item)
     return {"status": overall(results), "checks": checks, "checked_at": checked_at.isoformat()}

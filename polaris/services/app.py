@@ -22,7 +22,7 @@ from polaris.db.migrate import is_current, load_migrations
 from polaris.db.pool import create_pool
 from polaris.gctune import freeze_startup_objects
 from polaris.logs import get_logger
-from polaris.services import alerts, appkeys, email, events, hooks, lago_webhooks, push
+from polaris.services import alerts, appkeys, email, hooks, lago_webhooks, live, push
 from polaris.services.admin import api as admin_api
 from polaris.services.auth import device, oidc, password_reset
 from polaris.services.auth import views as auth_views
@@ -146,7 +146,7 @@ def app_factory(settings: Settings, *, pool_size: int = 10) -> web.Application:
     password_reset.setup(app)
     admin_api.setup(app)
     hooks.setup(app)
-    events.setup(app)
+    live.setup(app)
     email.setup(app)
     push.setup(app)
     lago_webhooks.setup(app)

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from polaris.db.repos import card_pairings, charging_policy, live_sessions
 from polaris.logs import get_logger
 from polaris.services.appkeys import PG_POOL, SETTINGS
-from polaris.services.events import (
+from polaris.services.live import (
     ADMIN_TOPIC,
     EVENT_BUS,
     customer_topic,

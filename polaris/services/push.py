@@ -327,7 +327,7 @@ async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup(app: web.Application) -> None:
     """POST/DELETE /api/v1/devices, and session notices through APNs when configured."""
-    from polaris.services.events import add_reaction
+    from polaris.services.live import add_reaction
 
     app.cleanup_ctx.append(_push_ctx)
     add_reaction(app, _push_reaction)

@@ -19,7 +19,7 @@ import asyncpg
 
 from polaris.db.repos import billing
 from polaris.logs import get_logger
-from polaris.sync import events as ev
+from polaris.sync import rating
 from polaris.sync.lago import BATCH_MAX, LagoClient, LagoError
 
 log = get_logger(__name__)
@@ -78,7 +78,7 @@ async def refresh_subscriptions(
         await billing.save_lago_subscription(conn, external_id, sub)
 
 
-def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> ev.TransactionView:
+def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> rating.TransactionView:
     """A planner's view of a fetched row: resolve card -> customer -> subscription."""
     subscription: str | None = row["pinned_subscription"]
     problem: tuple[str, str] | None = None
@@ -86,14 +86,14 @@ def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> ev.Transact
     if subscription is None:
         if row["tag_pk"] is None:
             problem = (
-                ev.NO_CUSTOMER,
+                rating.NO_CUSTOMER,
                 f"card {tag} is not registered: add it with `polaris admin tag add {tag} --customer EMAIL`",
             )
         elif row["customer_id"] is None:
-            problem = (ev.NO_CUSTOMER, f"card {tag} belongs to no customer")
+            problem = (rating.NO_CUSTOMER, f"card {tag} belongs to no customer")
         elif row["lago_subscription_id"] is None:
             problem = (
-                ev.NO_SUBSCRIPTION,
+                rating.NO_SUBSCRIPTION,
                 f"customer {row['customer_email']} (card {tag}) has no Lago subscription",
             )
         else:
@@ -101,16 +101,16 @@ def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> ev.Transact
             known = subs.get(subscription)
             if known is None or not known["found"]:
                 problem = (
-                    ev.UNKNOWN_SUBSCRIPTION,
+                    rating.UNKNOWN_SUBSCRIPTION,
                     f"Lago has no subscription {subscription} (customer {row['customer_email']}): "
                     "create it in Lago or correct the customer's subscription id",
                 )
             elif known["status"] not in ACTIVE_SUBSCRIPTION_STATUSES:
                 problem = (
-                    ev.INACTIVE_SUBSCRIPTION,
+                    rating.INACTIVE_SUBSCRIPTION,
                     f"Lago subscription {subscription} is {known['status']}",
                 )
-    registers = ev.Registers(
+    registers = rating.Registers(
         count=row["register_count"] or 0,
         latest_wh=row["latest_wh"],
         latest_at=row["latest_at"],
@@ -118,7 +118,7 @@ def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> ev.Transact
         max_wh=row["max_wh"],
         decreases=row["decreases"] or 0,
     )
-    return ev.TransactionView(
+    return rating.TransactionView(
         id=row["id"],
         charge_box_id=row["charge_box_id"],
         connector_id=row["connector_id"],
@@ -162,15 +162,15 @@ async def plan_and_record(
             ]
             await refresh_subscriptions(conn, client, wanted)
             subs = await billing.get_lago_subscriptions(conn, wanted)
-            events: list[ev.UsageEvent] = []
+            events: list[rating.UsageEvent] = []
             holds: list[tuple[int, str, str, bool]] = []
             clears: list[int] = []
             for row in rows:
-                plan = ev.plan_transaction(to_view(row, subs), metric_code)
+                plan = rating.plan_transaction(to_view(row, subs), metric_code)
                 events += plan.events
                 if plan.hold is not None:
                     holds.append((plan.transaction_id, plan.hold[0], plan.hold[1], plan.done))
-                    if plan.hold[0] != ev.TEST:
+                    if plan.hold[0] != rating.TEST:
                         stats.holds_by_code[plan.hold[0]] = stats.holds_by_code.get(plan.hold[0], 0) + 1
                 elif row["unbillable_code"] is not None and not plan.events:
                     clears.append(plan.transaction_id)

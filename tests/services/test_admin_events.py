@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from polaris.services import events
+from polaris.services import live
 
 
 async def test_admin_stream_needs_staff_and_delivers(api, web_app, admin, make_user):
@@ -15,8 +15,8 @@ async def test_admin_stream_needs_staff_and_delivers(api, web_app, admin, make_u
     resp = await api.get("/api/admin/v1/events", headers=admin.headers)
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
-    bus = web_app[events.EVENT_BUS]
-    await bus.publish([events.ADMIN_TOPIC], "charger.status", {"charge_box_id": "CB-1", "status": "Faulted"})
+    bus = web_app[live.EVENT_BUS]
+    await bus.publish([live.ADMIN_TOPIC], "charger.status", {"charge_box_id": "CB-1", "status": "Faulted"})
     received = b""
     async with asyncio.timeout(5):
         while b"charger.status" not in received:

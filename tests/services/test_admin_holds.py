@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from polaris.db.repos import charge_boxes, customers, id_tags
 from polaris.sim.lago import FakeLago
-from polaris.sync.events import final_id
 from polaris.sync.lago import LagoClient
+from polaris.sync.rating import final_id
 from polaris.sync.worker import SyncEngine
 
 API = "/api/admin/v1"

@@ -18,7 +18,7 @@ from aiohttp import web
 from polaris.db.errors import InvalidInput
 from polaris.db.notify import TRANSACTION_EVENTS
 from polaris.db.repos import charge_boxes, customers, email_outbox, id_tags
-from polaris.services import email, events
+from polaris.services import email, live
 from polaris.services.appkeys import PG_POOL, SETTINGS
 from polaris.services.email import receipts, sender
 from polaris.services.email.templates import CATEGORIES, render
@@ -260,7 +260,7 @@ def build_app(settings, pool) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[PG_POOL] = pool
-    events.setup(app)
+    live.setup(app)
     email.setup(app)
     return app
 
@@ -310,12 +310,12 @@ async def finished_session(pool):
 
 
 async def test_a_receipt_is_mailed_once_when_a_session_ends(settings, pool, finished_session, monkeypatch, aiohttp_client):
-    monkeypatch.setattr(events, "INGEST_LOCK_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(live.ingest, "INGEST_LOCK_RETRY_SECONDS", 0.1)
     settings.SSE_TRANSPORT = "postgres"
     one = await aiohttp_client(build_app(settings, pool))
     two = await aiohttp_client(build_app(settings, pool))
     for _ in range(200):
-        if any(c.server.app[events.OCPP_INGEST].listener.listening.is_set() for c in (one, two)):
+        if any(c.server.app[live.OCPP_INGEST].listener.listening.is_set() for c in (one, two)):
             break
         await asyncio.sleep(0.02)
     payload = {"event": "stopped", "transaction_id": finished_session, "charge_box_id": "CB-1",

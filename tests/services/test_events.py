@@ -11,7 +11,7 @@ from aiohttp import web
 
 from polaris.db.notify import CHARGER_EVENTS, TRANSACTION_EVENTS
 from polaris.db.repos import charge_boxes, customers, id_tags
-from polaris.services import events
+from polaris.services import live
 from polaris.services.appkeys import PG_POOL, SETTINGS
 from polaris.services.auth import AuthUser
 from polaris.services.auth.middleware import set_user
@@ -35,7 +35,7 @@ def build_app(settings, pool, users) -> web.Application:
     app = web.Application(middlewares=[user_middleware(users)])
     app[SETTINGS] = settings
     app[PG_POOL] = pool
-    events.setup(app)
+    live.setup(app)
     return app
 
 
@@ -115,8 +115,8 @@ async def open_stream(client, user: str, path: str = "/api/v1/events", last_even
     return stream
 
 
-def bus_of(client) -> events.EventBus:
-    return client.server.app[events.EVENT_BUS]
+def bus_of(client) -> live.EventBus:
+    return client.server.app[live.EVENT_BUS]
 
 
 async def test_streams_need_the_right_user(client):
@@ -133,7 +133,7 @@ async def test_a_customer_sees_only_their_own_events(client, world):
     bob = await open_stream(client, "bob")
     admin = await open_stream(client, "operator", "/api/admin/v1/events")
     bus = bus_of(client)
-    a_topic = events.customer_topic(world["alice"]["id"])
+    a_topic = live.customer_topic(world["alice"]["id"])
     await bus.publish(["admin", a_topic], "session.meter", {"energy_kwh": 1.5})
     got = await alice.next()
     assert (got["event"], got["data"]) == ("session.meter", {"energy_kwh": 1.5})
@@ -146,8 +146,8 @@ async def test_a_customer_sees_only_their_own_events(client, world):
 
 async def test_last_event_id_replays_what_was_missed_then_continues_live(client, world):
     bus = bus_of(client)
-    topic = events.customer_topic(world["alice"]["id"])
-    other = events.customer_topic(world["bob"]["id"])
+    topic = live.customer_topic(world["alice"]["id"])
+    other = live.customer_topic(world["bob"]["id"])
     first = await bus.publish([topic], "session.meter", {"n": 1})
     await bus.publish([topic], "session.meter", {"n": 2})
     await bus.publish([other], "session.meter", {"n": "bob's"})
@@ -156,8 +156,8 @@ async def test_last_event_id_replays_what_was_missed_then_continues_live(client,
     stream = await open_stream(client, "alice", last_event_id=first.id)
     assert [(await stream.next())["data"]["n"] for _ in range(2)] == [2, 3]
     await bus.publish([topic], "session.meter", {"n": 4})
-    live = await stream.next()
-    assert live["data"]["n"] == 4
+    arrived = await stream.next()
+    assert arrived["data"]["n"] == 4
     assert await stream.nothing_within(0.2)  # nothing delivered twice
 
     # A garbage Last-Event-ID is ignored (no replay), not an error.
@@ -169,7 +169,7 @@ async def test_last_event_id_replays_what_was_missed_then_continues_live(client,
 
 
 async def test_heartbeat_comments_keep_an_idle_stream_open(settings, pool, world, monkeypatch, aiohttp_client):
-    monkeypatch.setattr(events, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(live.bus, "HEARTBEAT_SECONDS", 0.1)
     client = await aiohttp_client(build_app(settings, pool, world["users"]))
     stream = await open_stream(client, "alice")
     assert await stream.nothing_within(0.35)
@@ -181,7 +181,7 @@ async def test_closed_streams_unsubscribe(client, world):
     stream = await open_stream(client, "alice")
     assert bus.subscriber_count == 1
     stream.resp.close()
-    await bus.publish([events.customer_topic(world["alice"]["id"])], "x", {})
+    await bus.publish([live.customer_topic(world["alice"]["id"])], "x", {})
     for _ in range(100):
         if bus.subscriber_count == 0:
             break
@@ -190,8 +190,8 @@ async def test_closed_streams_unsubscribe(client, world):
 
 
 async def test_a_subscriber_that_falls_behind_is_cut_off_and_can_replay(settings, pool, world, monkeypatch):
-    monkeypatch.setattr(events, "QUEUE_MAX", 3)
-    bus = events.EventBus(pool, transport="memory")
+    monkeypatch.setattr(live.bus, "QUEUE_MAX", 3)
+    bus = live.EventBus(pool, transport="memory")
     await bus.start()
     sub = bus.subscribe(["admin"])
     for i in range(5):
@@ -221,7 +221,7 @@ async def test_postgres_transport_shares_events_between_instances(settings, pool
 
 
 async def test_events_dedupe_by_key(pool):
-    bus = events.EventBus(pool, transport="memory")
+    bus = live.EventBus(pool, transport="memory")
     await bus.start()
     assert await bus.publish(["admin"], "x", {}, dedupe_key="k") is not None
     assert await bus.publish(["admin"], "x", {}, dedupe_key="k") is None
@@ -257,7 +257,7 @@ async def _notify(pool, channel: str, payload: dict) -> None:
 
 async def _leader_ready(*clients) -> None:
     for _ in range(200):
-        if any(c.server.app[events.OCPP_INGEST].listener.listening.is_set() for c in clients):
+        if any(c.server.app[live.OCPP_INGEST].listener.listening.is_set() for c in clients):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("no instance took the OCPP ingest lead")
@@ -265,7 +265,7 @@ async def _leader_ready(*clients) -> None:
 
 async def test_ocpp_notifications_become_events_once_with_two_instances(
     settings, pool, world, monkeypatch, aiohttp_client):
-    monkeypatch.setattr(events, "INGEST_LOCK_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(live.ingest, "INGEST_LOCK_RETRY_SECONDS", 0.1)
     settings.SSE_TRANSPORT = "postgres"
     seen: list[tuple[str, int | None]] = []
 
@@ -274,7 +274,7 @@ async def test_ocpp_notifications_become_events_once_with_two_instances(
 
     apps = [build_app(settings, pool, world["users"]) for _ in range(2)]
     for app in apps:
-        events.add_reaction(app, reaction)
+        live.add_reaction(app, reaction)
     one, two = [await aiohttp_client(app) for app in apps]
     await _leader_ready(one, two)
     alice = await open_stream(two, "alice")
@@ -320,13 +320,13 @@ async def test_ocpp_notifications_become_events_once_with_two_instances(
 
 
 async def test_ingest_lead_passes_to_another_instance(settings, pool, world, monkeypatch, aiohttp_client):
-    monkeypatch.setattr(events, "INGEST_LOCK_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(live.ingest, "INGEST_LOCK_RETRY_SECONDS", 0.1)
     settings.SSE_TRANSPORT = "postgres"
     one = await aiohttp_client(build_app(settings, pool, world["users"]))
     await _leader_ready(one)
     two = await aiohttp_client(build_app(settings, pool, world["users"]))
     await asyncio.sleep(0.3)
-    assert not two.server.app[events.OCPP_INGEST].listener.listening.is_set()
+    assert not two.server.app[live.OCPP_INGEST].listener.listening.is_set()
     await one.close()
     await _leader_ready(two)
     admin = await open_stream(two, "admin", "/api/admin/v1/events")
@@ -335,11 +335,11 @@ async def test_ingest_lead_passes_to_another_instance(settings, pool, world, mon
 
 
 async def test_sync_runs_reach_the_admin_stream(client, pool, monkeypatch):
-    monkeypatch.setattr(events, "SYNC_POLL_SECONDS", 0.1)
+    monkeypatch.setattr(live.ingest, "SYNC_POLL_SECONDS", 0.1)
     # The fixture's ingest was built with the default poll; build a fresh one.
     app = client.server.app
-    await app[events.OCPP_INGEST].close()
-    ingest = events.OcppIngest(app)
+    await app[live.OCPP_INGEST].close()
+    ingest = live.OcppIngest(app)
     ingest.start(app[SETTINGS].database_url)
     try:
         admin = await open_stream(client, "admin", "/api/admin/v1/events")

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from polaris.db.repos import card_pairings, charge_boxes, customers, id_tags
-from polaris.services import events, hooks
+from polaris.services import hooks, live
 from polaris.services.appkeys import PG_POOL, SETTINGS
 
 PRE = hooks.PRE_AUTHORIZE_PATH
@@ -24,7 +24,7 @@ async def client(settings, pool, aiohttp_client):
     app = web.Application()
     app[SETTINGS] = settings
     app[PG_POOL] = pool
-    events.setup(app)
+    live.setup(app)
     hooks.setup(app)
     return await aiohttp_client(app)
 

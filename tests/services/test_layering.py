@@ -23,7 +23,6 @@ AUTH = SERVICES / "auth"
 PLUGIN_LOADERS: dict[str, str] = {}
 # Wiring another branch of issue 11 retires (the events split rewrites admin/live.py);
 # remove the entry once it has landed.
-PENDING: dict[str, str] = {"services/admin/live.py": "services/live/ split (issue 11, item 4)"}
 DYNAMIC = {"find_spec", "import_module", "__import__", "spec_from_file_location", "module_from_spec"}
 
 
@@ -94,7 +93,7 @@ def test_no_dynamic_imports_in_polaris():
     assert len(files) > 100
     bad = {str(f.relative_to(ROOT)): dynamic_imports(f) for f in files}
     bad = {k: v for k, v in bad.items() if v and k not in PLUGIN_LOADERS}
-    assert set(bad) <= set(PENDING), {k: v for k, v in bad.items() if k not in PENDING}
+    assert bad == {}
 
 
 def test_no_import_circle_among_the_auth_modules():

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from polaris.db.notify import CHARGER_EVENTS, TRANSACTION_EVENTS
 from polaris.db.repos import charge_boxes, customers, devices, id_tags
-from polaris.services import events, push
+from polaris.services import live, push
 from polaris.services.appkeys import PG_POOL, SETTINGS
 from polaris.services.auth import AuthUser
 from polaris.services.auth.middleware import set_user
@@ -161,7 +161,7 @@ def build_app(settings, pool, users, ssl_context=None) -> web.Application:
     app[PG_POOL] = pool
     if ssl_context is not None:
         app[push.APNS_SSL_CONTEXT] = ssl_context
-    events.setup(app)
+    live.setup(app)
     push.setup(app)
     return app
 
@@ -175,7 +175,7 @@ def apns_settings(settings, apns_key, monkeypatch):
     settings.APNS_KEY_BASE64 = SecretStr(apns_key[1])
     monkeypatch.setattr(push, "BACKOFF_BASE", 0.05)
     monkeypatch.setattr(push.PushSender, "poll_seconds", 0.2)
-    monkeypatch.setattr(events, "INGEST_LOCK_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(live.ingest, "INGEST_LOCK_RETRY_SECONDS", 0.1)
     return settings
 
 
@@ -252,7 +252,7 @@ async def test_session_notices_reach_apns_and_dead_tokens_are_pruned(
     apns_settings, pool, world, fake_apns, aiohttp_client
 ):
     client = await aiohttp_client(build_app(apns_settings, pool, world, fake_apns.client_ssl_context))
-    ingest = client.server.app[events.OCPP_INGEST]
+    ingest = client.server.app[live.OCPP_INGEST]
     await _wait(lambda: _true(ingest.listener.listening.is_set()))
     alice = {"X-Test-User": "alice"}
     good, gone, bad, flaky = tok("1"), tok("2"), tok("3"), tok("4")

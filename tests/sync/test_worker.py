@@ -183,7 +183,7 @@ async def test_cursor_finds_late_commits_and_lookback_bounds_first_run(conn, eng
 async def test_stale_plan_is_not_recorded(conn, engine, fake_lago):
     """A planner working from an old view of a transaction (a worker that lost its lock)
     cannot write an event over energy someone else already recorded."""
-    from polaris.sync.events import UsageEvent
+    from polaris.sync.rating import UsageEvent
 
     fake_lago.add_subscription("sub_s")
     cb = await add_charger(conn)

@@ -3,32 +3,16 @@ and its core modules never import textual (so they stay usable and testable with
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import polaris.tui
+from tests.layering import hits, imports_of
 
 TUI = Path(polaris.tui.__file__).parent
 FORBIDDEN_EVERYWHERE = ("polaris.db", "polaris.services", "polaris.ocpp", "polaris.sync", "asyncpg")
 CORE = ("api_client", "models", "credentials", "events", "charger_store", "operations")
-
-
-def imports_of(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
-
-
-def hits(names: set[str], prefixes: tuple[str, ...]) -> set[str]:
-    return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
 
 
 def test_no_module_of_the_console_imports_the_database_or_the_server():

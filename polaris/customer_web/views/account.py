@@ -17,7 +17,7 @@ from polaris.customer_web.common import (
 from polaris.customer_web.strings import text
 from polaris.services.auth.middleware import clear_session_cookie
 from polaris.services.auth.views import client_ip
-from polaris.services.events import jsonable
+from polaris.services.live import jsonable
 
 routes = web.RouteTableDef()
 

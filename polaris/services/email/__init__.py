@@ -103,7 +103,7 @@ async def _email_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup(app: web.Application) -> None:
     """The outbox sender (when CF_EMAIL_WORKER_URL is set) and session receipts."""
-    from polaris.services.events import add_reaction
+    from polaris.services.live import add_reaction
 
     app.cleanup_ctx.append(_email_ctx)
     add_reaction(app, _receipt_reaction)

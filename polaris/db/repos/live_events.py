@@ -1,4 +1,4 @@
-"""Live events kept for SSE replay (Last-Event-ID), with a retention period."""
+"""Live events kept for SSE replay (Last-Event-ID), with a retention period (the table `app.events`)."""
 
 from __future__ import annotations
 
@@ -82,17 +82,3 @@ async def last_event_id(conn: asyncpg.Connection) -> int:
 async def delete_older_than(conn: asyncpg.Connection, age: timedelta) -> int:
     status = await conn.execute("DELETE FROM app.events WHERE created_at < now() - $1::interval", age)
     return int(status.split()[-1])
-
-
-async def recent_sync_runs(conn: asyncpg.Connection, *, minutes: int) -> list[asyncpg.Record]:
-    """Sync runs started or finished lately, for the admin stream."""
-    return await conn.fetch(
-        """
-        SELECT id, status, tier, trigger, started_at, finished_at, events_sent, kwh_sent, error
-        FROM billing.sync_runs
-        WHERE started_at > now() - make_interval(mins => $1)
-           OR finished_at > now() - make_interval(mins => $1)
-        ORDER BY id
-        """,
-        minutes,
-    )

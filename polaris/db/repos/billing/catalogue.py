@@ -1,0 +1,141 @@
+"""What Lago told us about subscriptions and plans, cached for pricing and for operators."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+
+async def subscriptions_to_check(
+    conn: asyncpg.Connection, external_ids: Sequence[str], *, max_age_s: float
+) -> list[str]:
+    """Of these subscriptions, those never checked, not found, or checked too long ago."""
+    rows = await conn.fetch(
+        """
+        SELECT x.id FROM unnest($1::text[]) AS x(id)
+        LEFT JOIN billing.lago_subscriptions s ON s.external_id = x.id
+        WHERE s.external_id IS NULL OR NOT s.found
+           OR s.checked_at < now() - make_interval(secs => $2)
+        """,
+        list(set(external_ids)),
+        max_age_s,
+    )
+    return [r["id"] for r in rows]
+
+
+async def save_lago_subscription(
+    conn: asyncpg.Connection, external_id: str, subscription: dict[str, Any] | None
+) -> None:
+    """Cache what Lago said about a subscription (None: Lago answered 404)."""
+    sub = subscription or {}
+    await conn.execute(
+        """
+        INSERT INTO billing.lago_subscriptions
+            (external_id, found, status, plan_code, external_customer_id, lago_id, checked_at)
+        VALUES ($1, $2, $3, $4, $5, $6, now())
+        ON CONFLICT (external_id) DO UPDATE SET
+            found = EXCLUDED.found, status = EXCLUDED.status, plan_code = EXCLUDED.plan_code,
+            external_customer_id = EXCLUDED.external_customer_id, lago_id = EXCLUDED.lago_id,
+            checked_at = now()
+        """,
+        external_id,
+        subscription is not None,
+        sub.get("status"),
+        sub.get("plan_code"),
+        sub.get("external_customer_id"),
+        sub.get("lago_id"),
+    )
+
+
+async def get_lago_subscriptions(
+    conn: asyncpg.Connection, external_ids: Sequence[str]
+) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT external_id, found, status, plan_code, external_customer_id, checked_at "
+        "FROM billing.lago_subscriptions WHERE external_id = ANY($1::text[])",
+        list(set(external_ids)),
+    )
+    return {r["external_id"]: r for r in rows}
+
+
+async def list_unknown_subscriptions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Customers whose mapped subscription Lago does not know (for operators)."""
+    return await conn.fetch(
+        """
+        SELECT c.id AS customer_id, u.email, c.lago_subscription_id, s.checked_at
+        FROM app.customers c JOIN app.users u ON u.id = c.user_id
+        JOIN billing.lago_subscriptions s ON s.external_id = c.lago_subscription_id
+        WHERE NOT s.found ORDER BY u.email
+        """
+    )
+
+
+async def plans_to_fetch(conn: asyncpg.Connection, *, max_age_s: float) -> list[str]:
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT s.plan_code FROM billing.lago_subscriptions s
+        LEFT JOIN billing.lago_plans p ON p.code = s.plan_code
+        WHERE s.found AND s.plan_code IS NOT NULL
+          AND (p.code IS NULL OR p.fetched_at < now() - make_interval(secs => $1))
+        """,
+        max_age_s,
+    )
+    return [r["plan_code"] for r in rows]
+
+
+async def save_lago_plan(conn: asyncpg.Connection, plan: dict[str, Any], metric_code: str) -> None:
+    """Cache a plan and the price of its charge for our metric (for the portal)."""
+    charge = next(
+        (
+            c
+            for c in plan.get("charges") or []
+            if c.get("billable_metric_code") == metric_code
+            or (c.get("billable_metric") or {}).get("code") == metric_code
+        ),
+        None,
+    )
+    props = (charge or {}).get("properties") or {}
+    await conn.execute(
+        """
+        INSERT INTO billing.lago_plans
+            (code, name, currency, amount_cents, interval, charge_model, unit_amount,
+             charge_properties, fetched_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+        ON CONFLICT (code) DO UPDATE SET
+            name = EXCLUDED.name, currency = EXCLUDED.currency, amount_cents = EXCLUDED.amount_cents,
+            interval = EXCLUDED.interval, charge_model = EXCLUDED.charge_model,
+            unit_amount = EXCLUDED.unit_amount, charge_properties = EXCLUDED.charge_properties,
+            fetched_at = now()
+        """,
+        plan["code"],
+        plan.get("name"),
+        plan.get("amount_currency"),
+        plan.get("amount_cents"),
+        plan.get("interval"),
+        (charge or {}).get("charge_model"),
+        props.get("amount"),
+        props or None,
+    )
+
+
+async def list_lago_plans(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT code, name, currency, amount_cents, interval, charge_model, unit_amount, "
+        "charge_properties, fetched_at FROM billing.lago_plans ORDER BY code"
+    )
+
+
+async def get_price_for_subscription(
+    conn: asyncpg.Connection, external_subscription_id: str
+) -> asyncpg.Record | None:
+    """The cached plan and per-kWh price of a subscription (portal)."""
+    return await conn.fetchrow(
+        """
+        SELECT p.code, p.name, p.currency, p.charge_model, p.unit_amount, p.fetched_at
+        FROM billing.lago_subscriptions s JOIN billing.lago_plans p ON p.code = s.plan_code
+        WHERE s.external_id = $1
+        """,
+        external_subscription_id,
+    )
