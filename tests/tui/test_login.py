@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import stat
 
@@ -18,10 +19,21 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-async def settle(app, pilot) -> None:
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+async def settle(app, pilot, until=None, wait: float = 20.0) -> None:
+    """Let workers finish; with `until`, keep going until the app reaches that state (a
+    sign-in is a worker, then a message, then a screen switch: under load they take turns)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if until is None or until(app):
+            return
+        if loop.time() > deadline:
+            shown = [str(w.render()) for w in app.screen.query("#login-message")]
+            raise AssertionError(f"the console did not reach the expected state; on {app.screen!r} {shown}")
+        await pilot.pause(0.1)
 
 
 async def test_password_login_stores_a_private_token(live_web, tmp_path, clock):
@@ -41,8 +53,11 @@ async def test_password_login_stores_a_private_token(live_web, tmp_path, clock):
         assert store.load(live_web.url) is None
 
         app.screen.query_one("#password").value = live_web.admin_password
+        # Enter in the password field signs in (where a click left the focus is up to timing).
+        app.screen.query_one("#password").focus()
+        await pilot.pause()
         await pilot.press("enter")
-        await settle(app, pilot)
+        await settle(app, pilot, until=lambda a: isinstance(a.screen, DashboardScreen))
         assert isinstance(app.screen, DashboardScreen)
     saved = store.load(live_web.url)
     assert saved is not None and saved.email == live_web.admin_email
@@ -50,7 +65,7 @@ async def test_password_login_stores_a_private_token(live_web, tmp_path, clock):
     # The stored token works on its own: a fresh console signs in without asking.
     app = PolarisApp(live_web.url, token=saved.token, clock=clock, live=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+        await settle(app, pilot, until=lambda a: a.signed_in_as is not None)
         assert app.signed_in_as == live_web.admin_email
         assert not isinstance(app.screen, LoginScreen)
 
@@ -64,7 +79,7 @@ async def test_revoked_token_asks_to_sign_in_again(live_web, clock):
         await api.logout()
     app = PolarisApp(live_web.url, token=token, clock=clock, live=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+        await settle(app, pilot, until=lambda a: isinstance(a.screen, LoginScreen))
         assert isinstance(app.screen, LoginScreen)
 
 
@@ -72,7 +87,7 @@ async def test_unreachable_api_shows_a_retry_screen(clock):
     url = f"http://127.0.0.1:{closed_port()}"
     app = PolarisApp(url, token="some-token", clock=clock, live=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+        await settle(app, pilot, until=lambda a: isinstance(a.screen, UnreachableScreen))
         assert isinstance(app.screen, UnreachableScreen)
         text = str(app.screen.query_one("#unreachable-reason").render())
         assert url in text
