@@ -327,8 +327,9 @@ async def _wait_event(pool, type_):
 async def _start_tx(pool, id_tag="ALICE1", meter_start=1_000_000):
     return await pool.fetchval(
         """
-        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start)
-        SELECT id, 1, $1, $2, $3 FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-1'
+        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start, customer_id)
+        SELECT id, 1, $1, $2, $3, (SELECT customer_id FROM app.id_tags WHERE lower(id_tag) = lower($1))
+        FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-1'
         RETURNING id
         """,
         id_tag,
