@@ -121,7 +121,9 @@ def admin_only(operations: Iterable[str]) -> list[str]:
 def configuration_keys(operation: str, fields: dict[str, Any]) -> list[str]:
     """The configuration an operation would change: 1.6 `key`, 2.0.1 `component.variable` names."""
     if operation == "ChangeConfiguration":
-        return [str(fields.get("key", ""))]
+        key = fields.get("key")
+        # No key (or not a string): nothing is changed, the OCPP server refuses the request.
+        return [key] if isinstance(key, str) and key else []
     if operation == "SetVariables":
         items = fields.get("setVariableData")
         names = []
