@@ -156,3 +156,14 @@ async def test_a_key_a_charger_reads_back_is_redacted_for_everyone(ocpp_stack, o
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT after::text FROM app.audit_log UNION ALL SELECT response::text FROM ocpp.message_journal")
     assert rows and all(KEY not in r[0] for r in rows)
+
+
+def test_the_security_doc_shows_the_table_the_code_checks():
+    import re
+    from pathlib import Path
+
+    from polaris.services.admin.actions.permissions import OPERATIONS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    rows = dict(re.findall(r"^\| (\w+) \| [^|]+ \| (operator|admin)\b[^|]* \|$", doc, flags=re.M))
+    assert rows == OPERATIONS
