@@ -12,9 +12,8 @@ import aiohttp
 
 from polaris.db.repos import live_sessions
 from polaris.services.admin.actions import Actor, edit_card
-from polaris.sim.charger import SimulatedCharger
 
-from .conftest import CHARGER_KEY, Browser, last_link, sign_in, wait_until
+from .conftest import Browser, last_link, sign_in, start_sim
 
 
 async def app_token(b: Browser, pool, email: str) -> str:
@@ -30,11 +29,7 @@ async def test_a_moved_card_shows_its_new_holder_nothing_of_the_past(stack, pool
     ada = await make_customer()
     bob = await make_customer("bob@example.com", subscription="sub-bob", id_tag=None)
     cb = await make_charger(connected=False, statuses={})
-    sim = SimulatedCharger(stack.ws_url, cb["charge_box_id"], CHARGER_KEY, id_tag="SIM-OWN", auto_sessions=False,
-                           meter_interval=1, step_delay=0.1, session_seconds=3600)
-    await sim.start()
-    await wait_until(lambda: pool.fetchval(
-        "SELECT connected FROM ocpp.charge_boxes WHERE charge_box_id = $1", cb["charge_box_id"]))
+    sim = await start_sim(stack, pool, cb["charge_box_id"])
     session = aiohttp.ClientSession(base_url=stack.web_url + "/", cookie_jar=aiohttp.CookieJar(unsafe=True))
     try:
         a = stack.browser
