@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from polaris.forwarded import Network, trusted_networks
+
 # What each setting is for, in the operator's words; used in error messages and the README.
 PURPOSE: dict[str, str] = {
     "DATABASE_URL": "the Postgres server every process uses (postgresql://user:pass@host:5432/db)",
@@ -35,6 +37,11 @@ PURPOSE: dict[str, str] = {
     "ADMIN_OIDC_CLIENT_ID": "OIDC client id for admin sign-on",
     "ADMIN_OIDC_CLIENT_SECRET": "OIDC client secret for admin sign-on",
     "ADMIN_OIDC_ADMIN_GROUP": "OIDC group whose members are admins (others are operators)",
+    "ADMIN_OIDC_ALLOWED_GROUPS": "comma-separated OIDC groups whose members get an account at first sign-in (default none: an admin invites)",
+    "ADMIN_OIDC_ALLOWED_DOMAINS": "comma-separated email domains whose verified addresses get an account at first OIDC sign-in (default none)",
+    "TRUSTED_PROXIES": "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is believed (default: the compose network's Caddy)",
+    "WEB_METRICS_PORT": "port of the web process's internal /metrics listener (never the public one)",
+    "METRICS_TOKEN": "bearer token /metrics asks for on the web and OCPP internal listeners (optional)",
     "APNS_KEY_ID": "APNs key id (iOS push, optional)",
     "APNS_TEAM_ID": "Apple developer team id (iOS push)",
     "APNS_KEY_BASE64": "APNs .p8 key, base64-encoded (iOS push)",
@@ -73,6 +80,8 @@ PURPOSE: dict[str, str] = {
 }
 
 SECRET_MIN_LENGTH = 32
+# Caddy's fixed address on docker-compose.yml's network (the default TRUSTED_PROXIES).
+COMPOSE_CADDY_ADDRESS = "172.30.80.10"
 
 
 class ConfigError(Exception):
@@ -119,6 +128,12 @@ class Settings(BaseSettings):
     ADMIN_OIDC_CLIENT_ID: str | None = None
     ADMIN_OIDC_CLIENT_SECRET: SecretStr | None = None
     ADMIN_OIDC_ADMIN_GROUP: str | None = None
+    # Who gets in (docs/security.md): OIDC provisioning, proxies, the metrics listener.
+    ADMIN_OIDC_ALLOWED_GROUPS: str = ""
+    ADMIN_OIDC_ALLOWED_DOMAINS: str = ""
+    TRUSTED_PROXIES: str = COMPOSE_CADDY_ADDRESS
+    WEB_METRICS_PORT: int = Field(8001, ge=1, le=65535)
+    METRICS_TOKEN: SecretStr | None = None
 
     APNS_KEY_ID: str | None = None
     APNS_TEAM_ID: str | None = None
@@ -166,6 +181,12 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        trusted_networks(v)  # raises ValueError naming the bad entry
+        return v
 
     @field_validator(
         "COOKIE_DOMAIN",
@@ -220,6 +241,18 @@ class Settings(BaseSettings):
             if part.strip():
                 seen.setdefault(part.strip(), None)
         return list(seen)
+
+    @property
+    def trusted_proxies(self) -> tuple[Network, ...]:
+        return trusted_networks(self.TRUSTED_PROXIES)
+
+    @property
+    def oidc_allowed_groups(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.ADMIN_OIDC_ALLOWED_GROUPS.split(",") if g.strip())
+
+    @property
+    def oidc_allowed_domains(self) -> frozenset[str]:
+        return frozenset(d.strip().lower().lstrip("@") for d in self.ADMIN_OIDC_ALLOWED_DOMAINS.split(",") if d.strip())
 
     @property
     def oidc_enabled(self) -> bool:

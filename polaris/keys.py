@@ -1,4 +1,5 @@
-"""Hashing of secrets: charger keys (salted HMAC-SHA256) and people's passwords (argon2id)."""
+"""Hashing of secrets: charger keys (salted HMAC-SHA256) and people's passwords (argon2id);
+constant-time checks of shared tokens."""
 
 from __future__ import annotations
 
@@ -83,3 +84,11 @@ def generate_public_id() -> str:
     """Short, unambiguous id for QR codes: 10 characters of lowercase base32 (50 bits)."""
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
     return "".join(secrets.choice(alphabet) for _ in range(10))
+
+
+def bearer_ok(expected: str | None, header: str | None) -> bool:
+    """An optional bearer token (METRICS_TOKEN): unset lets anyone in; set, compared in constant time."""
+    if not expected:
+        return True
+    scheme, _, value = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected.encode())

@@ -214,8 +214,8 @@ def _relay(child: Child) -> None:
 _ERROR_LINE = re.compile(r"error|exception|traceback|fatal|critical|refused|denied|failed", re.IGNORECASE)
 _HINTS = (
     (re.compile(r"address already in use|errno 98", re.IGNORECASE),
-     "another process holds one of the ports: stop it (another `make up`?) or set WEB_PORT, OCPP_PORT, "
-     "OCPP_API_PORT or POLARIS_LOCAL_LAGO_PORT, then run `make up` again"),
+     "another process holds one of the ports: stop it (another `make up`?) or set WEB_PORT, "
+     "WEB_METRICS_PORT, OCPP_PORT, OCPP_API_PORT or POLARIS_LOCAL_LAGO_PORT, then run `make up` again"),
     (re.compile(r"database|postgres|connection refused", re.IGNORECASE),
      "check the database (`polaris doctor`), then run `make up` again"),
 )

@@ -15,10 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "web",
         help="run the web process (admin API, customer portal and API, hooks, live events)",
         description="Serve the admin API on ADMIN_BASE_URL's host and the customer side on "
-        "CUSTOMER_BASE_URL's host; /healthz, /readyz, /metrics and the OCPP hooks on any host.",
+        "CUSTOMER_BASE_URL's host; /healthz, /readyz and the OCPP hooks on any host; /metrics "
+        "only on the internal listener (--metrics-host, WEB_METRICS_PORT).",
     )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=None, help="port (default WEB_PORT, 8000)")
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the internal /metrics listener on WEB_METRICS_PORT (default 127.0.0.1; "
+        "0.0.0.0 in a container so Prometheus on the compose network reaches it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
         port=port,
         admin=settings.ADMIN_BASE_URL,
         customer=settings.CUSTOMER_BASE_URL,
+        metrics=f"{args.metrics_host}:{settings.WEB_METRICS_PORT}",
     )
     tune_gc()
-    app = freeze_when_started(app_factory(settings))
+    app = freeze_when_started(app_factory(settings, metrics_host=args.metrics_host))
     # run_app handles SIGTERM/SIGINT: it stops accepting, finishes in-flight requests
     # (shutdown_timeout) and runs every cleanup_ctx before exiting 0.
     web.run_app(

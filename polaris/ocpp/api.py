@@ -12,7 +12,9 @@ HTTP Basic with STEVE_API_USERNAME / STEVE_API_KEY on everything but /healthz.
   GET  /api/v1/status                          connected chargers on this instance
   GET  /api/v1/chargers/{chargeBoxId}          one charger's connection state
   GET  /healthz                                liveness, no auth
-  GET  /metrics                                Prometheus metrics, no auth
+  GET  /metrics                                Prometheus metrics: no Basic auth; with METRICS_TOKEN set,
+                                               `Authorization: Bearer <METRICS_TOKEN>` (this port is
+                                               internal: never behind Caddy's public hostnames)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from polaris.db.errors import InvalidInput, NotFound
 from polaris.db.repos import transactions
+from polaris.keys import bearer_ok
 from polaris.logs import get_logger
 from polaris.ocpp.commands import send_command
 from polaris.ocpp.errors import DB_UNAVAILABLE, ChargerCallError, CommandError
@@ -56,10 +59,14 @@ def _credentials_ok(header: str | None, username: str, password: str) -> bool:
     return ok_user and ok_pw
 
 
-def _auth_middleware(username: str, password: str):
+def _auth_middleware(username: str, password: str, metrics_token: str | None):
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if request.path in ("/healthz", "/metrics"):
+        if request.path == "/metrics":
+            if not bearer_ok(metrics_token, request.headers.get("Authorization")):
+                return _error(401, "unauthorized", "metrics need Authorization: Bearer <METRICS_TOKEN>")
+            return await handler(request)
+        if request.path == "/healthz":
             return await handler(request)
         if not password or not _credentials_ok(request.headers.get("Authorization"), username, password):
             resp = _error(401, "unauthorized", "HTTP Basic credentials STEVE_API_USERNAME / STEVE_API_KEY required")
@@ -175,7 +182,8 @@ async def list_transactions(request: web.Request) -> web.Response:
 def create_app(server: OcppServer) -> web.Application:
     settings = server.settings
     key = settings.STEVE_API_KEY.get_secret_value() if settings.STEVE_API_KEY else ""
-    app = web.Application(middlewares=[_auth_middleware(settings.STEVE_API_USERNAME, key)],
+    metrics_token = settings.METRICS_TOKEN.get_secret_value() if settings.METRICS_TOKEN else None
+    app = web.Application(middlewares=[_auth_middleware(settings.STEVE_API_USERNAME, key, metrics_token)],
                           client_max_size=256 * 1024)
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", healthz)

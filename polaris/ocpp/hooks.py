@@ -2,7 +2,8 @@
 
 Both are signed: header `X-Signature` = lowercase hex HMAC-SHA256 over the raw body, keyed
 with the UTF-8 bytes of STEVE_PREAUTH_HMAC_KEY (meter values: STEVE_METERVALUE_HMAC_KEY,
-falling back to the pre-authorize key). Pre-authorize has a 200 ms budget; after that, or
+falling back to the pre-authorize key). Both bodies carry `ts` (epoch ms, when sent) and a
+random `nonce`: the web refuses a request more than 5 minutes off, or one it has seen. Pre-authorize has a 200 ms budget; after that, or
 on any failure, the OCPP server keeps its own decision. Meter values go through a bounded
 queue drained by background workers: a slow or absent web process never delays a charger.
 """
@@ -10,10 +11,12 @@ queue drained by background workers: a slow or absent web process never delays a
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hashlib
 import hmac
 import json
+import secrets
 import time
 
 import aiohttp
@@ -34,6 +37,12 @@ def sign(key: str, body: bytes) -> str:
     return hmac.new(key.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
+def signed_body(doc: dict) -> bytes:
+    """The JSON body of a hook call, stamped now (`ts`, epoch ms) with a fresh `nonce`."""
+    nonce = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+    return json.dumps({**doc, "ts": int(time.time() * 1000), "nonce": nonce}, separators=(",", ":")).encode()
+
+
 class Hooks:
     """HTTP client for both hooks; `start()` before use, `close()` at shutdown."""
 
@@ -47,7 +56,7 @@ class Hooks:
         self._meter_key = mv.get_secret_value() if mv else None
         self.preauth_budget = preauth_budget
         self._session: aiohttp.ClientSession | None = None
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(METER_QUEUE_SIZE)
+        self._queue: asyncio.Queue[dict] = asyncio.Queue(METER_QUEUE_SIZE)
         self._workers: list[asyncio.Task] = []
         self.dropped = 0  # meter-value posts lost to a full queue or a failed POST
         # Failures by (hook, reason), for /metrics: reason is refused, timeout, error or queue_full.
@@ -77,16 +86,9 @@ class Hooks:
         """"BLOCKED" when the web process says so; None otherwise (including no answer in time)."""
         if self._session is None or not self._preauth_key:
             return None
-        body = json.dumps(
-            {
-                "idTag": id_tag,
-                "chargeBoxId": charge_box_id,
-                "connectorId": connector_id,
-                "isStartTx": is_start_tx,
-                "ts": int(time.time() * 1000),
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = signed_body(
+            {"idTag": id_tag, "chargeBoxId": charge_box_id, "connectorId": connector_id, "isStartTx": is_start_tx}
+        )
         headers = {"Content-Type": "application/json", "X-Signature": sign(self._preauth_key, body)}
         try:
             async with asyncio.timeout(self.preauth_budget):
@@ -118,18 +120,15 @@ class Hooks:
         """Queue one meter-values post; never waits (a full queue drops it and counts)."""
         if not self._workers:
             return
-        body = json.dumps(
-            {
-                "chargeBoxId": charge_box_id,
-                "transactionPk": transaction_pk,
-                "connectorId": connector_id,
-                "timestamp": timestamp,
-                "samples": samples,
-            },
-            separators=(",", ":"),
-        ).encode()
+        doc = {
+            "chargeBoxId": charge_box_id,
+            "transactionPk": transaction_pk,
+            "connectorId": connector_id,
+            "timestamp": timestamp,
+            "samples": samples,
+        }
         try:
-            self._queue.put_nowait(body)
+            self._queue.put_nowait(doc)
         except asyncio.QueueFull:
             self.dropped += 1
             self.failures["meter-values", "queue_full"] += 1
@@ -138,7 +137,8 @@ class Hooks:
     async def _drain(self) -> None:
         assert self._session is not None and self._meter_key
         while True:
-            body = await self._queue.get()
+            # Stamped when sent, not when queued: a post that waited stays inside the web's window.
+            body = signed_body(await self._queue.get())
             headers = {"Content-Type": "application/json", "X-Signature": sign(self._meter_key, body)}
             try:
                 async with self._session.post(self.meter_values_url, data=body, headers=headers) as resp:

@@ -6,6 +6,7 @@ generated value always passes the settings' length checks.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -95,12 +96,15 @@ def fill_env_text(text: str, values: dict[str, str]) -> tuple[str, FillResult]:
 
 
 def fill_env_file(path: Path, values: dict[str, str]) -> FillResult:
-    """`fill_env_text` on a file; creates it (mode 0600) when absent.
+    """`fill_env_text` on a file; creates it when absent. Either way it ends up mode 0600.
 
-    Written in place rather than renamed over, so a bind-mounted file (the container
-    recipe in docs/install.md) keeps its owner and mode.
+    An existing file is made private first, before any secret is written into it (a .env
+    copied from the example is often world-readable). It is written in place rather than
+    renamed over, so a bind-mounted file (the container recipe in docs/install.md) keeps
+    its owner.
     """
     if path.exists():
+        os.chmod(path, 0o600)
         text = path.read_text(encoding="utf-8")
         new_text, result = fill_env_text(text, values)
         if result.added:

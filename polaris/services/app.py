@@ -1,9 +1,9 @@
 """The web process: `app_factory(settings)` wires middlewares, resources and every area.
 
 Host routing: the admin API (`/api/admin/...`) answers on ADMIN_BASE_URL's host, the
-customer side (everything else) on CUSTOMER_BASE_URL's host; health, metrics, the OCPP
-hooks and the Lago webhook answer on any host so internal callers can use
-WEB_INTERNAL_URL. In local mode (http:// base URLs) a host that is neither — 127.0.0.1,
+customer side (everything else) on CUSTOMER_BASE_URL's host; health, the OCPP hooks and
+the Lago webhook answer on any host so internal callers can use WEB_INTERNAL_URL.
+Metrics are not on this port at all: an internal listener serves them (services/metrics.py). In local mode (http:// base URLs) a host that is neither — 127.0.0.1,
 a LAN address — serves both sides, so `curl http://127.0.0.1:8000/...` and tests work;
 in production such a host gets only the any-host paths.
 """
@@ -22,18 +22,18 @@ from polaris.db.migrate import is_current, load_migrations
 from polaris.db.pool import create_pool
 from polaris.gctune import freeze_startup_objects
 from polaris.logs import get_logger
-from polaris.services import alerts, appkeys, email, hooks, lago_webhooks, live, push
+from polaris.services import alerts, appkeys, email, hooks, lago_webhooks, live, metrics, push
 from polaris.services.admin import api as admin_api
 from polaris.services.auth import device, oidc, password_reset
 from polaris.services.auth import views as auth_views
 from polaris.services.auth.middleware import auth_middleware
 from polaris.services.command_client import CommandClient
 from polaris.services.errors import error_middleware, json_error
-from polaris.services.metrics import metrics, metrics_middleware
+from polaris.services.metrics import metrics_middleware
 
 log = get_logger(__name__)
 
-ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/ocpp/", "/api/webhook/lago")
+ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/api/ocpp/", "/api/webhook/lago")
 ADMIN_PREFIX = "/api/admin/"
 
 _warned_local_mode = False
@@ -122,8 +122,14 @@ def warn_local_mode(settings: Settings) -> None:
         )
 
 
-def app_factory(settings: Settings, *, pool_size: int = 10) -> web.Application:
-    """Build the web application (resources open on startup, close on cleanup)."""
+def app_factory(
+    settings: Settings, *, pool_size: int = 10, metrics_host: str | None = None
+) -> web.Application:
+    """Build the web application (resources open on startup, close on cleanup).
+
+    With `metrics_host`, /metrics is served on that address at WEB_METRICS_PORT (`polaris
+    web` always opens it); without, nowhere (tests, embedding).
+    """
     warn_local_mode(settings)
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, host_middleware, auth_middleware],
@@ -136,7 +142,7 @@ def app_factory(settings: Settings, *, pool_size: int = 10) -> web.Application:
 
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
-    app.router.add_get("/metrics", metrics, name="metrics")
+    metrics.setup(app, listen=(metrics_host, settings.WEB_METRICS_PORT) if metrics_host else None)
 
     # Every area of the process, each adding its routes and resources (`cleanup_ctx`s open
     # in this order and close in reverse). This order also orders the OpenAPI document.

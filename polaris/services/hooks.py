@@ -3,8 +3,9 @@
 Wire contract (ARCHITECTURE.md): `X-Signature` is the lowercase hex HMAC-SHA256 of the
 raw body keyed with STEVE_PREAUTH_HMAC_KEY (meter values: STEVE_METERVALUE_HMAC_KEY,
 falling back to the pre-authorize key). 401 for a bad signature; 400 `invalid_json` or
-`invalid_body`. Pre-authorize answers `{"override": "BLOCKED"}` or `{"override": null}`
-within the OCPP server's 200 ms budget, from local data only.
+`invalid_body` (also for a `ts` more than 5 minutes off); 409 `replayed` for a signed
+request seen before (hook_guard.py). Pre-authorize answers `{"override": "BLOCKED"}` or
+`{"override": null}` within the OCPP server's 200 ms budget, from local data only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import hmac
 import json
 import math
-import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from polaris.db.repos import card_pairings, charging_policy, live_sessions
 from polaris.logs import get_logger
+from polaris.services import hook_guard
 from polaris.services.appkeys import PG_POOL, SETTINGS
 from polaris.services.live import (
     ADMIN_TOPIC,
@@ -36,8 +37,6 @@ log = get_logger(__name__)
 PRE_AUTHORIZE_PATH = "/api/ocpp/pre-authorize"
 METER_VALUES_PATH = "/api/ocpp/meter-values"
 MAX_BODY = 64 * 1024
-# A signed request older or newer than this is refused (a captured request cannot be replayed later).
-MAX_SKEW_MS = 5 * 60 * 1000
 
 HOOK_TASKS = web.AppKey("hook_tasks", set)
 
@@ -91,6 +90,10 @@ async def _signed_json(request: web.Request, key: SecretStr | None) -> dict[str,
         raise BadRequest("invalid_json", "the body is not JSON") from None
     if not isinstance(doc, dict):
         raise BadRequest("invalid_body", "the body must be a JSON object")
+    # Replays: a stale `ts`, or a signature already answered (both hooks alike).
+    hook_guard.check_ts(doc)
+    signature = bytes.fromhex(sign(key.get_secret_value(), body))
+    await hook_guard.check_new(request, request.config_dict[PG_POOL], signature)
     return doc
 
 
@@ -132,10 +135,6 @@ async def pre_authorize(request: web.Request) -> web.Response:
         is_start_tx = doc.get("isStartTx")
         if not isinstance(is_start_tx, bool):
             raise BadRequest("invalid_body", "isStartTx must be true or false")
-        ts = _int(doc, "ts")
-        assert ts is not None
-        if abs(time.time() * 1000 - ts) > MAX_SKEW_MS:
-            raise BadRequest("invalid_body", "ts (epoch milliseconds) is more than 5 minutes off")
     except BadRequest as exc:
         return _error(400, exc.code, exc.message)
 
@@ -292,5 +291,6 @@ async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     """POST /api/ocpp/pre-authorize and /api/ocpp/meter-values (answer on any host)."""
     app.cleanup_ctx.append(_tasks_ctx)
+    hook_guard.setup(app)
     app.router.add_post(PRE_AUTHORIZE_PATH, pre_authorize, name="ocpp_pre_authorize")
     app.router.add_post(METER_VALUES_PATH, meter_values, name="ocpp_meter_values")

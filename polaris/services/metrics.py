@@ -1,10 +1,16 @@
-"""Prometheus metrics of the web process, served at /metrics on any host (no auth).
+"""Prometheus metrics of the web process, on an internal listener only (WEB_METRICS_PORT).
+
+The public port (WEB_PORT, behind Caddy on the customer and admin hostnames) has no
+/metrics: `polaris web` opens a second listener (`--metrics-host`, 127.0.0.1 unless told
+otherwise; 0.0.0.0 inside compose) that serves /metrics and nothing else. With
+METRICS_TOKEN set it also wants `Authorization: Bearer <token>`.
 
 Request counts and latency are counted per route by a middleware. Hook failures are
 the OCPP hooks and the Lago webhook refusing or failing a call (a signature mismatch
 or a database outage shows up here first). Gauges about the whole deployment —
-connected chargers, outbox depth, sync lag, open alerts — are read from Postgres at
-scrape time, so every web instance reports the same figures and none goes stale.
+connected chargers, outbox depth, sync lag, open alerts — are read from Postgres in one
+query, at most once per FIGURES_TTL_S whatever the number of scrapers, so every web
+instance reports the same figures and a scrape storm costs no database round trips.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from polaris.db.repos import ops_figures
+from polaris.keys import bearer_ok
 from polaris.logs import get_logger
 from polaris.services import appkeys
 
@@ -24,6 +32,8 @@ log = get_logger(__name__)
 
 HOOK_PREFIXES = ("/api/ocpp/", "/api/webhook/")
 SCRAPE_DB_TIMEOUT_S = 2.0
+# How long the deployment's figures read from Postgres are reused by later scrapes.
+FIGURES_TTL_S = 3.0
 
 REQUESTS = Counter(
     "polaris_http_requests_total", "HTTP requests answered by the web process", ["method", "route", "status"]
@@ -84,7 +94,31 @@ async def metrics_middleware(request: web.Request, handler):
             HOOK_FAILURES.labels(route, str(status)).inc()
 
 
-async def _refresh_gauges(app: web.Application) -> None:
+class Figures:
+    """The deployment's figures, read from Postgres at most once per `ttl` (concurrent scrapes share a read)."""
+
+    def __init__(self, ttl: float = FIGURES_TTL_S):
+        self.ttl = ttl
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, app: web.Application) -> None:
+        if self._fresh():
+            return
+        async with self._lock:
+            if self._fresh():  # another scrape read them while this one waited
+                return
+            await _read_gauges(app)
+            self._read_at = time.monotonic()
+
+    def _fresh(self) -> bool:
+        return self._read_at is not None and time.monotonic() - self._read_at < self.ttl
+
+
+FIGURES = web.AppKey("metrics_figures", Figures)
+
+
+async def _read_gauges(app: web.Application) -> None:
     try:
         async with asyncio.timeout(SCRAPE_DB_TIMEOUT_S):
             async with app[appkeys.PG_POOL].acquire() as conn:
@@ -103,6 +137,37 @@ async def _refresh_gauges(app: web.Application) -> None:
         gauge.set(value)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    await _refresh_gauges(request.app)
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def _metrics_view(main: web.Application) -> Callable:
+    async def metrics(request: web.Request) -> web.Response:
+        settings = main[appkeys.SETTINGS]
+        token = settings.METRICS_TOKEN.get_secret_value() if settings.METRICS_TOKEN else None
+        if not bearer_ok(token, request.headers.get("Authorization")):
+            return web.Response(status=401, text="metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        await main[FIGURES].refresh(main)
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+def listener_ctx(host: str, port: int):
+    """A cleanup_ctx of the main app: the internal listener serving /metrics (and only that)."""
+
+    async def ctx(main: web.Application) -> AsyncIterator[None]:
+        app = web.Application()
+        app.router.add_get("/metrics", _metrics_view(main))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("metrics listener", host=host, port=port)
+        yield
+        await runner.cleanup()
+
+    return ctx
+
+
+def setup(app: web.Application, *, listen: tuple[str, int] | None) -> None:
+    """Count requests (the middleware is wired by the app factory) and serve /metrics on `listen`."""
+    app[FIGURES] = Figures()
+    if listen is not None:
+        app.cleanup_ctx.append(listener_ctx(*listen))

@@ -278,6 +278,7 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
         if ep.roles is not None:
             codes |= {401, 403}
             op["security"] = [{"bearerAuth": []}, {"cookieAuth": []}]
+            op["x-roles"] = list(ep.roles)  # who may call it (a view may refuse more: its description says)
         else:
             op["security"] = []
         for code in sorted(codes):

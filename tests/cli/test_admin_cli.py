@@ -149,7 +149,7 @@ async def test_shell_changes_are_audited_like_the_api_as_the_os_user(run, conn):
     ]
     assert {(a["actor_email"], a["actor_user_id"], a["ip"]) for a in rows} == {(f"cli:{getpass.getuser()}", None, None)}
     assert rows[0]["after"] == {"description": None, "site_name": "Depot"}
-    assert rows[2]["after"] == {"password": "changed"}  # never the key itself
+    assert rows[2]["after"] == {"password": "changed", "charger": "not contacted"}  # never the key itself
     assert rows[3]["after"]["invite_sent"] is False  # `customer add` invites nobody; `customer invite` does
     assert rows[5]["before"] == {"blocked": False} and rows[5]["after"] == {"blocked": True}
 

@@ -48,6 +48,7 @@ def _env(ports: dict[str, int]) -> dict[str, str]:
     web = ports["web"]
     env.update(
         WEB_PORT=str(web),
+        WEB_METRICS_PORT=str(ports["metrics"]),
         OCPP_PORT=str(ports["ocpp"]),
         OCPP_API_PORT=str(ports["api"]),
         POLARIS_LOCAL_LAGO_PORT=str(ports["lago"]),
@@ -134,7 +135,7 @@ def _run_up_once(workdir: Path, env: dict[str, str], web_port: int, log: Path) -
 def test_up_runs_with_a_dash_password_and_again_in_the_same_directory(tmp_path):
     workdir = tmp_path / "checkout"
     workdir.mkdir()
-    names = ("web", "ocpp", "api", "lago")
+    names = ("web", "ocpp", "api", "lago", "metrics")
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     env = _env(ports)
     log = tmp_path / "up.log"
@@ -152,7 +153,7 @@ def test_a_child_that_fails_says_why_last(tmp_path):
     # The web port is taken: web dies at start-up; the cause and the next step are the last lines.
     workdir = tmp_path / "checkout"
     workdir.mkdir()
-    names = ("web", "ocpp", "api", "lago")
+    names = ("web", "ocpp", "api", "lago", "metrics")
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     blocker = socket.socket()
     blocker.bind(("0.0.0.0", ports["web"]))

@@ -237,6 +237,19 @@ async def stack(aiohttp_client, settings: Settings, pool: asyncpg.Pool) -> Async
     await server.close()
 
 
+async def start_sim(stack: Stack, pool: asyncpg.Pool, charge_box_id: str):
+    """A simulated charger on the stack's OCPP server, once the server has recorded it connected."""
+    from polaris.sim.charger import SimulatedCharger
+
+    sim = SimulatedCharger(stack.ws_url, charge_box_id, CHARGER_KEY, id_tag="SIM-OWN", auto_sessions=False,
+                           meter_interval=1, step_delay=0.1, session_seconds=3600)
+    await sim.start()
+    # The server records connection state in batches (every 100 ms): wait until it has.
+    await wait_until(lambda: pool.fetchval(
+        "SELECT connected FROM ocpp.charge_boxes WHERE charge_box_id = $1", charge_box_id))
+    return sim
+
+
 async def wait_until(predicate, within: float = 10.0, interval: float = 0.1):
     async with asyncio.timeout(within):
         while True:

@@ -7,20 +7,13 @@ pre-authorize hook, and meter values arrive through the meter-values hook.
 
 from __future__ import annotations
 
-from polaris.sim.charger import SimulatedCharger
-
-from .conftest import CHARGER_KEY, sign_in, wait_until
+from .conftest import sign_in, start_sim, wait_until
 
 
 async def test_sign_in_start_follow_stop(stack, pool, make_customer, make_charger):
     cust = await make_customer()
     cb = await make_charger(connected=False, statuses={})
-    sim = SimulatedCharger(stack.ws_url, cb["charge_box_id"], CHARGER_KEY, id_tag="SIM-OWN", auto_sessions=False,
-                           meter_interval=1, step_delay=0.1, session_seconds=3600)
-    await sim.start()
-    # The server records connection state in batches (every 100 ms): wait until it has.
-    await wait_until(lambda: pool.fetchval(
-        "SELECT connected FROM ocpp.charge_boxes WHERE charge_box_id = $1", cb["charge_box_id"]))
+    sim = await start_sim(stack, pool, cb["charge_box_id"])
     try:
         b = stack.browser
         # Signed out, the charger page invites to sign in and comes back here afterwards.

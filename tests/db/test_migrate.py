@@ -122,3 +122,30 @@ async def test_schema_matches_a_fresh_build(db_dsn, empty_db_dsn):
     await migrate(conn)
     await conn.close()
     assert [tuple(r) for r in await columns(db_dsn)] == [tuple(r) for r in await columns(empty_db_dsn)]
+
+
+async def test_sessions_recorded_before_0100_get_their_cards_customer(empty_db_dsn):
+    """0100 backfills the customer of existing sessions from their card (case-insensitive)."""
+    all_migrations = load_migrations()
+    conn = await connect(empty_db_dsn)
+    try:
+        await migrate(conn, [m for m in all_migrations if m.version < 100])
+        await conn.execute(
+            """
+            INSERT INTO app.users (email, role) VALUES ('ada@example.com', 'customer');
+            INSERT INTO app.customers (user_id) SELECT id FROM app.users;
+            INSERT INTO app.id_tags (id_tag, customer_id) SELECT 'CARD-ADA', id FROM app.customers;
+            INSERT INTO app.id_tags (id_tag) VALUES ('LOOSE-1');
+            INSERT INTO ocpp.charge_boxes (charge_box_id, public_id) VALUES ('CB-1', 'p1');
+            INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start)
+            SELECT id, 1, tag, now(), 0 FROM ocpp.charge_boxes, unnest(ARRAY['card-ada', 'LOOSE-1', 'NEVER-SEEN']) tag;
+            """
+        )
+        await migrate(conn, all_migrations)
+        rows = await conn.fetch(
+            "SELECT t.id_tag, c.id IS NOT NULL AS has_customer FROM ocpp.transactions t "
+            "LEFT JOIN app.customers c ON c.id = t.customer_id ORDER BY t.id"
+        )
+        assert [tuple(r) for r in rows] == [("card-ada", True), ("LOOSE-1", False), ("NEVER-SEEN", False)]
+    finally:
+        await conn.close()

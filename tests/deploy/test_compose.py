@@ -243,3 +243,19 @@ def test_service_commands_are_valid_polaris_command_lines(path):
             assert args.host == "0.0.0.0", f"{name} must listen beyond the container's loopback"
         if name == "ocpp":
             assert args.api_host == "0.0.0.0", "the web container calls the command API over the network"
+
+
+@pytest.mark.parametrize("path", [p for p in ALL_COMPOSE if "caddy" in load(p)["services"]], ids=lambda p: p.name)
+def test_caddy_has_the_address_the_processes_trust(path):
+    """TRUSTED_PROXIES' default is Caddy's fixed address on the project's network, and no other
+    container can be given that address (it is outside the dynamic range)."""
+    import ipaddress
+
+    from polaris.config import COMPOSE_CADDY_ADDRESS
+
+    doc = load(path)
+    address = doc["services"]["caddy"]["networks"]["default"]["ipv4_address"]
+    assert address == COMPOSE_CADDY_ADDRESS == Settings.model_fields["TRUSTED_PROXIES"].default
+    (pool,) = doc["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(pool["subnet"])
+    assert ipaddress.ip_address(address) not in ipaddress.ip_network(pool["ip_range"])

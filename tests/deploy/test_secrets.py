@@ -77,7 +77,7 @@ def test_write_fills_only_missing_and_empty_values(tmp_path):
     assert text.startswith("# my deployment\nAUTH_SECRET=keep")
     # the empty line was filled where it stood, not duplicated at the end
     assert text.count("CF_EMAIL_WORKER_SECRET=") == 1
-    assert stat.S_IMODE(env.stat().st_mode) == 0o640
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600, "an existing .env is made private too"
     assert "keep-this-one" not in r.stderr + r.stdout and values["STEVE_API_KEY"] not in r.stderr
     assert "already set, left as they are: AUTH_SECRET" in r.stderr
 

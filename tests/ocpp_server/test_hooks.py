@@ -28,8 +28,9 @@ async def test_pre_authorize_is_signed_and_carries_the_contract_fields(client, h
     assert hooks_web.bad_signatures == 0
     first, second = hooks_web.preauth
     assert first == {"idTag": "TAG1", "chargeBoxId": "CB-0001", "connectorId": None,
-                     "isStartTx": False, "ts": first["ts"]}
+                     "isStartTx": False, "ts": first["ts"], "nonce": first["nonce"]}
     assert before <= first["ts"] <= int(time.time() * 1000)
+    assert len(first["nonce"]) == 22 and first["nonce"] != second["nonce"], "16 random bytes, base64url"
     assert (second["connectorId"], second["isStartTx"]) == (2, True)
 
 
@@ -100,6 +101,8 @@ async def test_meter_values_hook_posts_signed_samples_without_blocking(client, h
     assert hooks_web.bad_signatures == 0
     (body,) = hooks_web.meter_values
     assert body["chargeBoxId"] == "CB-0001" and body["transactionPk"] == tx and body["connectorId"] == 1
+    # Stamped when sent (the window the web checks), whatever the samples' own time.
+    assert abs(body["ts"] - time.time() * 1000) < 5000 and len(body["nonce"]) == 22
     assert body["timestamp"].startswith("2026-01-01T00:01:00")
     assert body["samples"] == [
         {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh",

@@ -136,3 +136,109 @@ async def command_api(aiohttp_server, web_settings):
     server = await aiohttp_server(app)
     web_settings.STEVE_BASE_URL = str(server.make_url("")).rstrip("/")
     return fake
+
+
+# ------------------------------------------------------------------ the real OCPP server beside the web
+
+
+class Charger:
+    """A charger on a real WebSocket: answers the central system's calls, sends its own.
+
+    `answers[action]` is the CALLRESULT payload it gives (default `{"status": "Accepted"}`);
+    every call it received is in `received`.
+    """
+
+    def __init__(self, ws):
+        import asyncio
+
+        self.ws = ws
+        self.received: list[tuple[str, dict]] = []
+        self.answers: dict[str, dict] = {}
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._next = 0
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        import json
+
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for text in self.ws:
+                frame = json.loads(text)
+                if frame[0] == 2:
+                    self.received.append((frame[2], frame[3]))
+                    answer = self.answers.get(frame[2], {"status": "Accepted"})
+                    await self.ws.send(json.dumps([3, frame[1], answer]))
+                elif frame[1] in self._waiting:
+                    self._waiting.pop(frame[1]).set_result(frame)
+        except ConnectionClosed:
+            pass
+
+    async def call(self, action: str, payload: dict) -> dict:
+        """Send a CALL and return the CALLRESULT payload (fails on a CALLERROR)."""
+        import asyncio
+        import json
+
+        self._next += 1
+        unique_id = f"c{self._next}"
+        self._waiting[unique_id] = asyncio.get_running_loop().create_future()
+        await self.ws.send(json.dumps([2, unique_id, action, payload]))
+        async with asyncio.timeout(5):
+            frame = await self._waiting[unique_id]
+        assert frame[0] == 3, frame
+        return frame[2]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+@dataclass
+class OcppStack:
+    """The web app (`api`, a test client) and the OCPP server with its command API, wired together."""
+
+    api: object
+    server: object
+    ws_url: str
+    api_url: str
+
+    async def charger(self, charge_box_id: str, password: str) -> Charger:
+        """Connect a charger (HTTP Basic) and boot it."""
+        import base64
+
+        from websockets.asyncio.client import connect
+
+        auth = "Basic " + base64.b64encode(f"{charge_box_id}:{password}".encode()).decode()
+        ws = await connect(f"{self.ws_url}/{charge_box_id}", subprotocols=["ocpp1.6"],
+                           additional_headers={"Authorization": auth}, open_timeout=5)
+        charger = Charger(ws)
+        boot = await charger.call("BootNotification", {"chargePointVendor": "Acme", "chargePointModel": "X1"})
+        assert boot["status"] == "Accepted", boot
+        return charger
+
+
+@pytest.fixture
+async def ocpp_stack(aiohttp_client, web_settings, pool, unused_tcp_port_factory):
+    """`polaris ocpp` (WebSocket + command API) and `polaris web` in-process, each calling the other."""
+    from aiohttp import web
+
+    from polaris.ocpp.api import create_app
+    from polaris.ocpp.server import OcppServer
+
+    web_port = unused_tcp_port_factory()
+    ocpp_settings = web_settings.model_copy(update={"WEB_INTERNAL_URL": f"http://127.0.0.1:{web_port}"})
+    server = OcppServer(ocpp_settings, pool, instance="stack-test", response_timeout=5.0)
+    await server.start("127.0.0.1", 0)
+    runner = web.AppRunner(create_app(server), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    settings = web_settings.model_copy(update={"STEVE_BASE_URL": api_url})
+    client = await aiohttp_client(app_factory(settings, pool_size=5), server_kwargs={"port": web_port})
+    try:
+        yield OcppStack(api=client, server=server, ws_url=f"ws://127.0.0.1:{server.port}/ocpp", api_url=api_url)
+    finally:
+        await runner.cleanup()
+        await server.close()

@@ -93,7 +93,7 @@ async def test_add_needs_admin_and_is_audited(api, admin, operator):
     }
 
 
-async def test_edit_deactivate_and_password(api, pool, admin, operator):
+async def test_edit_deactivate_and_password(command_api, api, pool, admin, operator):
     await seed(pool, 1)
     resp = await api.patch(f"{BASE}/CB-000", json={"active": False, "description": "broken screen"}, headers=operator.headers)
     assert resp.status == 200, await resp.text()
@@ -107,15 +107,17 @@ async def test_edit_deactivate_and_password(api, pool, admin, operator):
     assert resp.status == 400
     resp = await api.put(f"{BASE}/CB-000/password", json={"password": "another-key-0123456789"}, headers=operator.headers)
     assert resp.status == 403
+    command_api.offline.add("CB-000")
     resp = await api.put(f"{BASE}/CB-000/password", json={"password": "another-key-0123456789"}, headers=admin.headers)
-    assert resp.status == 204
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["charger_updated"] is False
     async with pool.acquire() as conn:
         assert await charge_boxes.verify_key(conn, "CB-000", "another-key-0123456789") is False  # inactive
         await conn.execute("UPDATE ocpp.charge_boxes SET active = true")
         assert await charge_boxes.verify_key(conn, "CB-000", "another-key-0123456789") is True
     audit = await (await api.get("/api/admin/v1/audit", params={"target_id": "CB-000"}, headers=admin.headers)).json()
     entries = {e["action"]: e for e in audit["items"]}
-    assert entries["charger.password"]["after"] == {"password": "changed"}
+    assert entries["charger.password"]["after"] == {"password": "changed", "charger": "not connected"}
     edit = [e for e in audit["items"] if e["action"] == "charger.edit"][-1]
     assert edit["before"]["active"] is True and edit["after"]["active"] is False
 

@@ -1,4 +1,4 @@
-"""The app factory: health, readiness, metrics, host routing, one error shape."""
+"""The app factory: health, readiness, host routing, one error shape (metrics: test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -57,53 +57,6 @@ async def test_readyz_reports_an_unreachable_database(aiohttp_client, web_settin
         await admin.close()
     resp = await client.get("/readyz")
     assert resp.status == 200, "the pool reconnects once the database is back"
-
-
-async def test_metrics_are_prometheus_text(api):
-    await api.get("/healthz")
-    resp = await api.get("/metrics", headers={"Host": "anything.example"})
-    assert resp.status == 200
-    text = await resp.text()
-    assert 'polaris_http_requests_total{method="GET",route="/healthz",status="200"}' in text
-
-
-def _sample(text: str, name: str) -> float:
-    (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
-    return float(line.split()[1])
-
-
-async def test_metrics_report_the_deployment_from_the_database(api, conn):
-    # A fresh deployment: nothing waiting, no sync run yet (lag is NaN, not 0).
-    text = await (await api.get("/metrics")).text()
-    assert _sample(text, "polaris_metrics_database_up") == 1
-    assert _sample(text, "polaris_email_outbox_depth") == 0
-    assert str(_sample(text, "polaris_sync_lag_seconds")) == "nan"
-    await conn.execute(
-        "INSERT INTO ocpp.charge_boxes (charge_box_id, public_id, connected, is_test) "
-        "VALUES ('M-1', 'pm1', true, false), ('M-2', 'pm2', false, false), ('M-T', 'pmt', true, true)"
-    )
-    await conn.execute(
-        "INSERT INTO app.email_outbox (to_address, category, subject, html, text, created_at) "
-        "VALUES ('a@example.com', 'welcome', 's', 'h', 't', now() - interval '10 minutes')"
-    )
-    await conn.execute(
-        "INSERT INTO billing.sync_runs (started_at, finished_at, status) "
-        "VALUES (now() - interval '20 minutes', now() - interval '19 minutes', 'succeeded'), "
-        "       (now() - interval '5 minutes', now() - interval '4 minutes', 'failed')"
-    )
-    text = await (await api.get("/metrics")).text()
-    assert _sample(text, "polaris_chargers_connected") == 1  # the test charger does not count
-    assert _sample(text, "polaris_chargers_registered") == 2
-    assert _sample(text, "polaris_email_outbox_depth") == 1
-    assert 590 < _sample(text, "polaris_email_outbox_oldest_seconds") < 700
-    assert 1130 < _sample(text, "polaris_sync_lag_seconds") < 1250  # the failed run does not count
-
-
-async def test_metrics_count_hook_failures(api):
-    resp = await api.post("/api/ocpp/pre-authorize", data=b"{}", headers={"X-Signature": "nope"})
-    assert resp.status == 401
-    text = await (await api.get("/metrics")).text()
-    assert 'polaris_web_hook_failures_total{route="/api/ocpp/pre-authorize",status="401"}' in text
 
 
 async def test_admin_api_answers_only_on_the_admin_host(api, web_settings):
@@ -203,10 +156,10 @@ async def test_polaris_web_serves_and_stops_cleanly_on_sigterm(db_dsn, tmp_path)
 
     import httpx
 
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "polaris", "web", "--host", "127.0.0.1", "--port", str(port),
-        env=_env(db_dsn), cwd=tmp_path,
+        env={**_env(db_dsn), "WEB_METRICS_PORT": str(metrics_port)}, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -218,6 +171,10 @@ async def test_polaris_web_serves_and_stops_cleanly_on_sigterm(db_dsn, tmp_path)
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
             assert resp.status_code == 200
+            # Metrics on the internal listener only, never on the public port.
+            assert (await http.get(f"http://127.0.0.1:{port}/metrics")).status_code == 404
+            resp = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert resp.status_code == 200 and "polaris_metrics_database_up 1.0" in resp.text
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     finally:

@@ -101,12 +101,24 @@ async def idp(aiohttp_server):
 
 
 @pytest.fixture
-async def oidc_api(aiohttp_client, web_settings, idp):
-    settings = web_settings.model_copy(update={
-        "ADMIN_OIDC_ISSUER": idp.issuer, "ADMIN_OIDC_CLIENT_ID": CLIENT_ID,
-        "ADMIN_OIDC_CLIENT_SECRET": SecretStr(CLIENT_SECRET), "ADMIN_OIDC_ADMIN_GROUP": "ev-admins",
-    })
-    return await aiohttp_client(app_factory(settings))
+def oidc_app(aiohttp_client, web_settings, idp):
+    """A test client of the app with OIDC on; keyword arguments override settings."""
+
+    async def make(**overrides):
+        settings = web_settings.model_copy(update={
+            "ADMIN_OIDC_ISSUER": idp.issuer, "ADMIN_OIDC_CLIENT_ID": CLIENT_ID,
+            "ADMIN_OIDC_CLIENT_SECRET": SecretStr(CLIENT_SECRET), "ADMIN_OIDC_ADMIN_GROUP": "ev-admins",
+            **overrides,
+        })
+        return await aiohttp_client(app_factory(settings))
+
+    return make
+
+
+@pytest.fixture
+async def oidc_api(oidc_app):
+    """OIDC on, and verified example.com addresses get an account at first sign-in."""
+    return await oidc_app(ADMIN_OIDC_ALLOWED_DOMAINS="example.com")
 
 
 async def browser_sign_in(api, return_to: str | None = None, start: str | None = None):
@@ -228,3 +240,79 @@ async def test_denied_and_unknown_device_codes(api, make_user, pool):
     assert (await resp.json())["error"] == "access_denied"
     resp = await api.post("/api/admin/v1/auth/device/token", json={"device_code": "x" * 40})
     assert (await resp.json())["error"] == "invalid_grant"
+
+
+# ------------------------------------------------------------------ who gets in (issue 15)
+
+
+async def test_nobody_gets_an_account_by_default(oidc_app, idp, pool):
+    api = await oidc_app()
+    resp, _ = await browser_sign_in(api)
+    assert resp.status == 403 and "Ask an admin to add you" in await resp.text()
+    assert (await api.get(SESSION)).status == 401
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM app.users") == 0
+
+
+async def test_allowed_groups_and_domains_provision_verified_people_only(oidc_app, idp, pool):
+    api = await oidc_app(ADMIN_OIDC_ALLOWED_GROUPS="ev-staff, ev-admins", ADMIN_OIDC_ALLOWED_DOMAINS="corp.example")
+    idp.user = {"sub": "g-1", "email": "gil@elsewhere.example", "email_verified": True, "groups": ["ev-staff"]}
+    assert (await browser_sign_in(api))[0].status == 302
+    api.session.cookie_jar.clear()
+    idp.user = {"sub": "d-1", "email": "dee@corp.example", "email_verified": True}
+    assert (await browser_sign_in(api))[0].status == 302
+    api.session.cookie_jar.clear()
+    # The right domain, but the issuer does not say the address is verified (missing counts as no).
+    idp.user = {"sub": "d-2", "email": "eve@corp.example"}
+    assert (await browser_sign_in(api))[0].status == 403
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT email, role FROM app.users ORDER BY id")
+    assert [tuple(r) for r in rows] == [("gil@elsewhere.example", "operator"), ("dee@corp.example", "operator")]
+
+
+async def test_an_unverified_address_never_takes_over_an_account(oidc_api, idp, make_user, pool):
+    await make_user("boss@example.com", "admin")
+    for claims in ({}, {"email_verified": False}, {"email_verified": "true"}):
+        idp.user = {"sub": "attacker", "email": "boss@example.com", **claims}
+        resp, _ = await browser_sign_in(oidc_api)
+        assert resp.status == 403, claims
+        assert (await oidc_api.get(SESSION)).status == 401
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT oidc_subject FROM app.users WHERE email = 'boss@example.com'") is None
+    # Verified: linked. Another subject with the same verified address later: refused.
+    idp.user = {"sub": "boss-1", "email": "boss@example.com", "email_verified": True}
+    assert (await browser_sign_in(oidc_api))[0].status == 302
+    oidc_api.session.cookie_jar.clear()
+    idp.user = {"sub": "boss-2", "email": "boss@example.com", "email_verified": True}
+    assert (await browser_sign_in(oidc_api))[0].status == 403
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT oidc_subject FROM app.users WHERE email = 'boss@example.com'") == "boss-1"
+
+
+async def test_a_sign_in_finishes_only_in_the_browser_that_started_it(oidc_api, idp, aiohttp_client):
+    # The victim is sent a callback URL from the attacker's own sign-in (login CSRF).
+    resp = await oidc_api.get("/api/admin/v1/auth/oidc/login", allow_redirects=False)
+    assert "polaris_oidc_state" in resp.headers["Set-Cookie"] and "HttpOnly" in resp.headers["Set-Cookie"]
+    async with aiohttp.ClientSession() as browser:
+        callback = urlsplit((await browser.get(resp.headers["Location"], allow_redirects=False)).headers["Location"])
+    victim = await aiohttp_client(oidc_api.server)
+    resp = await victim.get(f"{callback.path}?{callback.query}", allow_redirects=False)
+    assert resp.status == 400 and "another browser" in await resp.text()
+    assert (await victim.get(SESSION)).status == 401
+    # The browser that started it can finish it (the state was not used up by the attempt).
+    resp = await oidc_api.get(f"{callback.path}?{callback.query}", allow_redirects=False)
+    assert resp.status == 302
+    (cleared,) = [c for c in resp.headers.getall("Set-Cookie") if c.startswith("polaris_oidc_state=")]
+    assert "Max-Age=0" in cleared, "the binding cookie goes once used"
+
+
+async def test_the_unauthenticated_login_start_is_limited_per_address(oidc_api, pool):
+    for _ in range(20):
+        resp = await oidc_api.get("/api/admin/v1/auth/oidc/login", allow_redirects=False)
+        assert resp.status == 302
+    # Another address in X-Forwarded-For does not help: the peer is no trusted proxy.
+    resp = await oidc_api.get("/api/admin/v1/auth/oidc/login", allow_redirects=False,
+                              headers={"X-Forwarded-For": "203.0.113.9"})
+    assert resp.status == 429 and resp.headers["Retry-After"] == "600"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM app.oidc_logins") == 20

@@ -300,8 +300,10 @@ async def finished_session(pool):
         return await conn.fetchval(
             """
             INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start,
-                                           stop_timestamp, meter_stop, stopped_by)
-            SELECT id, 1, 'ALICE1', $1, 1000, $2, 13345, 'charger' FROM ocpp.charge_boxes
+                                           stop_timestamp, meter_stop, stopped_by, customer_id)
+            SELECT id, 1, 'ALICE1', $1, 1000, $2, 13345, 'charger',
+                   (SELECT customer_id FROM app.id_tags WHERE id_tag = 'ALICE1')
+            FROM ocpp.charge_boxes
             RETURNING id
             """,
             start,

@@ -243,8 +243,9 @@ async def test_shutdown_ends_open_streams(settings, pool, world, aiohttp_client)
 async def _open_tx(pool) -> int:
     return await pool.fetchval(
         """
-        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start)
-        SELECT id, 1, 'alice1', $1, 5000 FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-1'
+        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start, customer_id)
+        SELECT id, 1, 'alice1', $1, 5000, (SELECT customer_id FROM app.id_tags WHERE lower(id_tag) = 'alice1')
+        FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-1'
         RETURNING id
         """,
         datetime.now(UTC),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,7 @@ def body(id_tag: str, charge_box_id: str = "CB-1", *, start: bool = False, **ext
         "connectorId": 1,
         "isStartTx": start,
         "ts": int(time.time() * 1000),
+        "nonce": secrets.token_urlsafe(16),
     }
     doc.update(extra)
     return json.dumps(doc).encode()
@@ -327,8 +329,9 @@ async def _wait_event(pool, type_):
 async def _start_tx(pool, id_tag="ALICE1", meter_start=1_000_000):
     return await pool.fetchval(
         """
-        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start)
-        SELECT id, 1, $1, $2, $3 FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-1'
+        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start, customer_id)
+        SELECT id, 1, $1, $2, $3, (SELECT customer_id FROM app.id_tags WHERE lower(id_tag) = lower($1))
+        FROM ocpp.charge_boxes WHERE charge_box_id = 'CB-1'
         RETURNING id
         """,
         id_tag,
@@ -344,6 +347,8 @@ def mv_body(tx_id, samples, **extra) -> bytes:
         "connectorId": 1,
         "timestamp": datetime.now(UTC).isoformat(),
         "samples": samples,
+        "ts": int(time.time() * 1000),
+        "nonce": secrets.token_urlsafe(16),
     }
     doc.update(extra)
     return json.dumps(doc).encode()
@@ -435,3 +440,54 @@ async def test_pre_authorize_through_the_whole_app_is_well_inside_200_ms(api, fl
     p50, p99 = statistics.median(timings), timings[int(len(timings) * 0.99) - 1]
     print(f"\npre-authorize via app_factory, 200 requests: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     assert p99 < 50
+
+
+# ------------------------------------------------------------------ replays (issue 15)
+
+
+@pytest.mark.parametrize("path,key,make", [
+    (PRE, "p" * 40, lambda: body("ALICE1")),
+    (MV, "m" * 40, lambda: mv_body(None, [{"value": "1000500"}])),
+])
+async def test_a_signed_request_is_answered_once(client, fleet, path, key, make):
+    raw = make()
+    assert (await post(client, path, raw, key=key)).status == 200
+    resp = await post(client, path, raw, key=key)
+    assert resp.status == 409 and (await resp.json())["error"] == "replayed"
+    assert (await post(client, path, make(), key=key)).status == 200, "a new request (new nonce) is fine"
+
+
+@pytest.mark.parametrize("ts", [None, "now", int(time.time() * 1000) - 600_000, int(time.time() * 1000) + 600_000])
+async def test_meter_values_outside_the_window_are_refused(client, fleet, ts):
+    raw = json.loads(mv_body(None, [{"value": "1"}]))
+    if ts is None:
+        del raw["ts"]
+    else:
+        raw["ts"] = ts
+    resp = await post(client, MV, json.dumps(raw).encode(), key="m" * 40)
+    assert resp.status == 400 and (await resp.json())["error"] == "invalid_body"
+
+
+async def test_the_ocpp_servers_hooks_pass_the_checks_and_a_captured_one_does_not(ocpp_stack, fleet, pool):
+    """The real OCPP server's pre-authorize and meter-values reach the real web; the same bytes again do not."""
+    from polaris.ocpp.hooks import sign as ocpp_sign
+    from polaris.ocpp.hooks import signed_body
+
+    charger = await ocpp_stack.charger("CB-1", "charger-key-0123456789")
+    try:
+        assert (await charger.call("Authorize", {"idTag": "ALICE1"}))["idTagInfo"]["status"] == "Accepted"
+        start = await charger.call("StartTransaction", {"connectorId": 1, "idTag": "ALICE1", "meterStart": 1000,
+                                                        "timestamp": datetime.now(UTC).isoformat()})
+        await charger.call("MeterValues", {"connectorId": 1, "transactionId": start["transactionId"], "meterValue": [
+            {"timestamp": datetime.now(UTC).isoformat(), "sampledValue": [{"value": "2500"}]}]})
+        await ocpp_stack.server.hooks.drained()
+        row = await _wait_event(pool, "session.meter")
+        assert row["data"]["transaction_id"] == start["transactionId"]
+        assert dict(ocpp_stack.server.hooks.failures) == {}
+    finally:
+        await charger.close()
+    # What someone on the path captured: answered once, refused after.
+    raw = signed_body({"idTag": "ALICE1", "chargeBoxId": "CB-1", "connectorId": 1, "isStartTx": True})
+    headers = {"X-Signature": ocpp_sign("p" * 40, raw), "Content-Type": "application/json"}
+    assert (await ocpp_stack.api.post(PRE, data=raw, headers=headers)).status == 200
+    assert (await ocpp_stack.api.post(PRE, data=raw, headers=headers)).status == 409

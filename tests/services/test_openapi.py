@@ -131,3 +131,95 @@ async def test_schema_driven_sweep_has_no_server_errors(command_api, aiohttp_ser
 
     failures = await asyncio.to_thread(sweep)
     assert not failures, "\n".join(failures[:10])
+
+
+# ------------------------------------------------------------------ an operator's sweep (issue 15)
+
+OPERATOR_EXAMPLES = int(os.environ.get("POLARIS_OPERATOR_SWEEP_EXAMPLES", "6"))
+OPERATIONS_PATH = "/api/admin/v1/chargers/{charge_box_id}/operations/{operation}"
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+async def test_an_operators_sweep_finds_no_admin_action_that_answers_2xx(
+        command_api, aiohttp_server, web_app, pool, make_user):
+    """With an operator's token: every admin-only endpoint (the document's x-roles), every
+    admin-only OCPP operation and configuration key (the actions' table), and the admin-only
+    switches inside shared endpoints answer anything but 2xx; the OCPP server never hears of them."""
+    from polaris.services.admin.actions import required_role
+    from polaris.services.command_client import OPERATIONS
+
+    server = await aiohttp_server(web_app)
+    base = str(server.make_url("")).rstrip("/")
+    async with pool.acquire() as conn:
+        await charge_boxes.add_charge_boxes(conn, ["CB-1"], "charger-key-0123456789")
+        await customers.add_customer(conn, "ann@example.com", lago_subscription_id="sub_ann")
+        await id_tags.add_id_tag(conn, "ANN1", customer_email="ann@example.com")
+    await make_user("boss@example.com", "admin")
+    await make_user("op@example.com", "operator")
+
+    def sweep() -> tuple[list[str], int]:
+        import requests
+
+        session = requests.Session()
+
+        def token(email: str) -> dict:
+            resp = session.post(base + "/api/admin/v1/auth/token",
+                                json={"email": email, "password": "correct horse battery staple"})
+            return resp.json()
+
+        admin_token = token("boss@example.com")
+        headers = {"Authorization": f"Bearer {token('op@example.com')['token']}"}
+        schema = schemathesis.openapi.from_url(base + DOC)
+        failures: list[str] = []
+
+        def admin_only(case) -> bool:
+            if case.path == OPERATIONS_PATH:
+                body = case.body if isinstance(case.body, dict) else {}
+                return required_role(case.path_parameters["operation"], body) == "admin"
+            if case.path == "/api/admin/v1/auth/tokens":
+                return str((case.query or {}).get("all", "")).lower() in ("true", "1")
+            return case.operation.definition.raw.get("x-roles") == ["admin"]
+
+        def check(case) -> None:
+            response = case.call(base_url=base, session=session, headers=headers, timeout=30)
+            if admin_only(case) and 200 <= response.status_code < 300:
+                failures.append(f"{case.method} {case.formatted_path} {case.query or ''} {case.body!r}"
+                                f" -> {response.status_code}"[:300])
+
+        tried = 0
+        for result in schema.get_all_operations():
+            op = result.ok()
+            if op.path != OPERATIONS_PATH and op.path != "/api/admin/v1/auth/tokens" \
+                    and op.definition.raw.get("x-roles") != ["admin"]:
+                continue
+
+            @hypothesis.settings(max_examples=OPERATOR_EXAMPLES, deadline=None, database=None, derandomize=True,
+                                 phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @hypothesis.given(case=op.as_strategy())
+            def generated(case):
+                check(case)
+
+            generated()
+            tried += 1
+            if op.path == OPERATIONS_PATH:
+                # Every operation the document lists, and the configuration keys only admins set.
+                cases = [{"operation": name} for name in OPERATIONS]
+                for fields in ({"key": "SecurityProfile", "value": "0"}, {"key": "AuthorizationKey", "value": "x" * 20},
+                               {"key": "AllowOfflineTxForUnknownId", "value": "true"}, {"key": "VendorUrl", "value": "x"}):
+                    cases.append({"operation": "ChangeConfiguration", "body": fields})
+                for c in cases:
+                    check(op.Case(path_parameters={"charge_box_id": "CB-1", "operation": c["operation"]},
+                                  body=c.get("body", {}), media_type="application/json"))
+            if op.path == "/api/admin/v1/auth/tokens":
+                check(op.Case(query={"all": "true"}))
+        # Another person's token: revoking it is the admin's business.
+        revoke = schema["/api/admin/v1/auth/tokens/{token_id}"]["DELETE"]
+        check(revoke.Case(path_parameters={"token_id": admin_token["info"]["id"]}))
+        return failures, tried
+
+    failures, tried = await asyncio.to_thread(sweep)
+    assert tried >= 8
+    assert not failures, "\n".join(failures[:10])
+
+    assert command_api.calls, "the sweep did reach the OCPP server with what operators may send"
+    assert all(required_role(op, body) == "operator" for op, body in command_api.calls), command_api.calls

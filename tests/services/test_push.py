@@ -233,8 +233,9 @@ async def test_missing_or_broken_apns_config_never_blocks_boot(settings, pool, w
 async def _open_tx(pool) -> int:
     return await pool.fetchval(
         """
-        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start)
-        SELECT id, 1, 'ALICE1', now(), 1000 FROM ocpp.charge_boxes RETURNING id
+        INSERT INTO ocpp.transactions (charge_box_pk, connector_id, id_tag, start_timestamp, meter_start, customer_id)
+        SELECT id, 1, 'ALICE1', now(), 1000, (SELECT customer_id FROM app.id_tags WHERE id_tag = 'ALICE1')
+        FROM ocpp.charge_boxes RETURNING id
         """
     )
 

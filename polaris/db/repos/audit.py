@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from polaris.redaction import redact
+
 
 def _plain(value: Any) -> Any:
     """Record values as JSON-friendly data (timestamps as ISO text, bytes dropped)."""
@@ -35,7 +37,7 @@ async def record(
     after: Any = None,
     ip: str | None = None,
 ) -> None:
-    """Add one entry; call inside the transaction that made the change."""
+    """Add one entry; call inside the transaction that made the change. Secrets are redacted."""
     await conn.execute(
         """
         INSERT INTO app.audit_log
@@ -47,8 +49,8 @@ async def record(
         action,
         target_type,
         None if target_id is None else str(target_id),
-        None if before is None else json.loads(json.dumps(_plain(before))),
-        None if after is None else json.loads(json.dumps(_plain(after))),
+        None if before is None else redact(json.loads(json.dumps(_plain(before)))),
+        None if after is None else redact(json.loads(json.dumps(_plain(after)))),
         ip,
     )
 

@@ -1,7 +1,9 @@
 """What a signed-in customer may see and change: always scoped by their customer id.
 
 Every query here filters by `customer_id`, so another customer's session, card or invoice
-is simply not found.
+is simply not found. Sessions filter on the customer recorded when each started
+(`ocpp.transactions.customer_id`), never on who holds the card now: a card moved to
+another account takes none of its history along.
 """
 
 from __future__ import annotations
@@ -92,15 +94,14 @@ async def charger_connectors(conn: asyncpg.Connection, charge_box_pk: int) -> li
     return await conn.fetch(
         """
         SELECT c.connector_id, c.status, c.error_code, c.info, c.status_at,
-               t.id AS transaction_id, tag.customer_id AS session_customer_id
+               t.id AS transaction_id, t.customer_id AS session_customer_id
         FROM ocpp.connectors c
         LEFT JOIN LATERAL (
-            SELECT id, id_tag FROM ocpp.transactions
+            SELECT id, customer_id FROM ocpp.transactions
             WHERE charge_box_pk = c.charge_box_pk AND connector_id = c.connector_id
               AND stop_timestamp IS NULL
             ORDER BY start_timestamp DESC LIMIT 1
         ) t ON true
-        LEFT JOIN app.id_tags tag ON lower(tag.id_tag) = lower(t.id_tag)
         WHERE c.charge_box_pk = $1 AND c.connector_id > 0
         ORDER BY c.connector_id
         """,
@@ -222,9 +223,10 @@ SESSION_COLUMNS = """
     cb.charge_box_id, cb.public_id, cb.description AS charger_description,
     s.name AS site_name, s.address AS site_address
 """
+# The card's label only while the card is still the session's customer's.
 SESSION_FROM = """
     FROM ocpp.transactions t
-    JOIN app.id_tags tag ON lower(tag.id_tag) = lower(t.id_tag)
+    LEFT JOIN app.id_tags tag ON lower(tag.id_tag) = lower(t.id_tag) AND tag.customer_id = t.customer_id
     JOIN ocpp.charge_boxes cb ON cb.id = t.charge_box_pk
     LEFT JOIN ocpp.sites s ON s.id = cb.site_id
 """
@@ -238,7 +240,7 @@ async def list_sessions(
         f"""
         SELECT {SESSION_COLUMNS}, {_LAST_REGISTER} AS last_register
         {SESSION_FROM}
-        WHERE tag.customer_id = $1 AND NOT t.is_test AND ($2::int IS NULL OR t.id < $2)
+        WHERE t.customer_id = $1 AND NOT t.is_test AND ($2::int IS NULL OR t.id < $2)
         ORDER BY t.id DESC LIMIT $3
         """,
         customer_id,
@@ -275,7 +277,7 @@ async def get_session(conn: asyncpg.Connection, customer_id: int, transaction_id
                (SELECT c.error_code FROM ocpp.connectors c
                 WHERE c.charge_box_pk = t.charge_box_pk AND c.connector_id = t.connector_id) AS error_code
         {SESSION_FROM}
-        WHERE t.id = $1 AND tag.customer_id = $2
+        WHERE t.id = $1 AND t.customer_id = $2
         """,
         transaction_id,
         customer_id,
@@ -292,8 +294,7 @@ async def open_session_for(
     return await conn.fetchval(
         """
         SELECT t.id FROM ocpp.transactions t
-        JOIN app.id_tags tag ON lower(tag.id_tag) = lower(t.id_tag)
-        WHERE tag.customer_id = $1 AND t.charge_box_pk = $2 AND t.connector_id = $3
+        WHERE t.customer_id = $1 AND t.charge_box_pk = $2 AND t.connector_id = $3
           AND t.stop_timestamp IS NULL AND ($4::timestamptz IS NULL OR t.created_at >= $4)
         ORDER BY t.id DESC LIMIT 1
         """,
@@ -308,7 +309,7 @@ async def open_sessions(conn: asyncpg.Connection, customer_id: int) -> list[asyn
     return await conn.fetch(
         f"""
         SELECT {SESSION_COLUMNS} {SESSION_FROM}
-        WHERE tag.customer_id = $1 AND t.stop_timestamp IS NULL ORDER BY t.id DESC
+        WHERE t.customer_id = $1 AND t.stop_timestamp IS NULL ORDER BY t.id DESC
         """,
         customer_id,
     )

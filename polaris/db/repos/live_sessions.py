@@ -1,4 +1,8 @@
-"""What live events, receipts and push notices need to know about a charging session."""
+"""What live events, receipts and push notices need to know about a charging session.
+
+The customer is the one recorded when the session started (`t.customer_id`), not the card's
+holder now: live energy, receipts and pushes go to whoever charged.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,7 @@ SESSION_FROM = """
     FROM ocpp.transactions t
     JOIN ocpp.charge_boxes cb ON cb.id = t.charge_box_pk
     LEFT JOIN ocpp.sites s ON s.id = cb.site_id
-    LEFT JOIN app.id_tags tag ON lower(tag.id_tag) = lower(t.id_tag)
-    LEFT JOIN app.customers c ON c.id = tag.customer_id
+    LEFT JOIN app.customers c ON c.id = t.customer_id
     LEFT JOIN app.users u ON u.id = c.user_id
 """
 

@@ -154,19 +154,31 @@ async def save_oidc_login(
     code_verifier: str,
     return_to: str | None,
     lifetime: timedelta,
+    ip: str | None = None,
 ) -> None:
     await conn.execute(
         """
-        INSERT INTO app.oidc_logins (state_hash, nonce, code_verifier, return_to, expires_at)
-        VALUES ($1, $2, $3, $4, now() + $5::interval)
+        INSERT INTO app.oidc_logins (state_hash, nonce, code_verifier, return_to, expires_at, ip)
+        VALUES ($1, $2, $3, $4, now() + $5::interval, $6)
         """,
         hash_secret(state),
         nonce,
         code_verifier,
         return_to,
         lifetime,
+        ip,
     )
     await conn.execute("DELETE FROM app.oidc_logins WHERE expires_at < now()")
+
+
+async def oidc_logins_pending(conn: asyncpg.Connection, ip: str | None) -> tuple[int, int]:
+    """OIDC sign-ins started and not finished: (from this address, from anywhere)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE ip = $1) AS mine, count(*) AS total "
+        "FROM app.oidc_logins WHERE expires_at > now()",
+        ip,
+    )
+    return row["mine"], row["total"]
 
 
 async def take_oidc_login(conn: asyncpg.Connection, state: str) -> asyncpg.Record | None:

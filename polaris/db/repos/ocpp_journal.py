@@ -6,6 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
+from polaris.redaction import redact
+
 
 async def journal_message(
     conn: asyncpg.Connection,
@@ -23,7 +25,7 @@ async def journal_message(
     sent_at: datetime,
     answered_at: datetime | None,
 ) -> int:
-    """One journaled message with its outcome, written once the outcome is known."""
+    """One journaled message with its outcome, written once the outcome is known (secrets redacted)."""
     return await conn.fetchval(
         """
         INSERT INTO ocpp.message_journal (charge_box_id, direction, action, unique_id, request,
@@ -35,10 +37,10 @@ async def journal_message(
         direction,
         action,
         unique_id,
-        request,
+        redact(request),
         requested_by,
         status,
-        response,
+        redact(response),
         error_code,
         error_description,
         sent_at,

@@ -53,6 +53,8 @@ async def start_transaction(
 ) -> StartResult:
     """Record a session; a resend (same connector, tag, start time, meterStart) gets the same id.
 
+    The session belongs to the customer who holds the card now (`customer_id`, kept
+    whatever happens to the card later: every customer-facing read filters on it).
     A new session on a connector that still has an open one flags the old one as stuck
     (its StopTransaction never came) rather than closing it: an operator decides.
     """
@@ -61,9 +63,10 @@ async def start_transaction(
             """
             INSERT INTO ocpp.transactions
                 (charge_box_pk, connector_id, id_tag, id_tag_status, start_timestamp, meter_start,
-                 reservation_id, is_test)
+                 reservation_id, is_test, customer_id)
             VALUES ($1, $2, $3, $4, $5, $6, $7,
-                    coalesce((SELECT is_test FROM ocpp.charge_boxes WHERE id = $1), false))
+                    coalesce((SELECT is_test FROM ocpp.charge_boxes WHERE id = $1), false),
+                    (SELECT customer_id FROM app.id_tags WHERE lower(id_tag) = lower($3)))
             ON CONFLICT (charge_box_pk, connector_id, lower(id_tag), start_timestamp, meter_start)
             DO UPDATE SET updated_at = now()
             RETURNING id, (xmax = 0) AS created

@@ -49,7 +49,7 @@ async def add_user(
 
 async def get_user_by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, email, role, name, active, password_hash, created_at, last_login_at "
+        "SELECT id, email, role, name, active, password_hash, created_at, last_login_at, oidc_subject "
         "FROM app.users WHERE email = $1",
         email.strip().lower(),
     )

@@ -110,6 +110,13 @@ class ChargerPassword(Model):
     password: str = Field(min_length=16, max_length=40)
 
 
+class KeyChangeResult(Out):
+    charge_box_id: str
+    charger_updated: bool = Field(description="the charger took the new key; false: it was not connected, "
+                                  "so only the stored key changed (set the same key on the charger)")
+    status: str | None = Field(None, description="the charger's answer (Accepted, RebootRequired)")
+
+
 class OperationResult(Out):
     operation: str
     charge_box_id: str
@@ -199,16 +206,26 @@ async def edit_charger(request: web.Request, call: Call) -> ChargerOut:
 @endpoint(
     "PUT",
     BASE + "/{charge_box_id}/password",
-    summary="Set a charger's password (AuthorizationKey); admins only",
+    summary="Change a charger's key (AuthorizationKey) on the charger and in the database; admins only",
     tag=TAG,
     roles=ADMIN,
     params=ChargerParams,
     body=ChargerPassword,
-    status=204,
+    response=KeyChangeResult,
+    errors=(409, 502, 504),
+    description=(
+        "A connected charger is sent the new key first; the stored key changes only when it accepts "
+        "(409 key_refused otherwise: both keep the old key). A charger that is not connected: only the "
+        "stored key changes (charger_updated false). 504: no answer in time, nothing stored; send the "
+        "same key again."
+    ),
 )
-async def set_charger_password(request: web.Request, call: Call) -> None:
-    async with pool(request).acquire() as conn:
-        await actions.set_charger_password(conn, actor_of(request, call), call.params.charge_box_id, call.body.password)
+async def set_charger_password(request: web.Request, call: Call) -> KeyChangeResult:
+    cid = call.params.charge_box_id
+    change = await actions.rotate_charger_key(
+        pool(request), request.app[appkeys.COMMAND_CLIENT], actor_of(request, call), cid, call.body.password
+    )
+    return KeyChangeResult(charge_box_id=cid, charger_updated=change.charger_updated, status=change.status)
 
 
 @endpoint(
@@ -218,11 +235,14 @@ async def set_charger_password(request: web.Request, call: Call) -> None:
     tag=TAG,
     params=OperationParams,
     response=OperationResult,
-    errors=(409, 502, 504),
+    errors=(403, 409, 502, 504),
     description=(
         "The body holds the operation's OCPP 1.6 fields (e.g. {\"type\": \"Soft\"} for Reset, "
         "{\"connectorId\": 1, \"idTag\": \"ABC\"} for RemoteStartTransaction); chargeBoxId comes "
-        "from the path. 409: the charger is offline; 504: it did not answer in time."
+        "from the path. 409: the charger is offline; 504: it did not answer in time. "
+        f"Admins only: {', '.join(actions.admin_only(OPERATIONS))}, and ChangeConfiguration of any key but "
+        "the day-to-day ones (docs/security.md lists them); 403 for operators. A charger's key "
+        "(AuthorizationKey) is changed with PUT .../password only (400 use_key_endpoint)."
     ),
 )
 async def run_operation(request: web.Request, call: Call) -> OperationResult:

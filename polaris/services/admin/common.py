@@ -80,4 +80,4 @@ def pool(request: web.Request) -> asyncpg.Pool:
 
 def actor_of(request: web.Request, call: Call) -> Actor:
     """The signed-in person making a change through the API, for the actions' audit entries."""
-    return Actor(user_id=call.user.id, email=call.user.email, ip=client_ip(request))
+    return Actor(user_id=call.user.id, email=call.user.email, ip=client_ip(request), role=call.user.role)

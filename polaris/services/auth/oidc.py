@@ -1,13 +1,23 @@
 """Admin single sign-on with OpenID Connect (authorization code + PKCE, state, nonce).
 
 authlib builds the authorization URL, the PKCE challenge and the token request; joserfc
-verifies the id_token against the issuer's JWKS (authlib.jose is deprecated). A person
-the issuer vouches for becomes an operator, or an admin when ADMIN_OIDC_ADMIN_GROUP is
-set and they are in that group (their role follows the group at every sign-in).
+verifies the id_token against the issuer's JWKS (authlib.jose is deprecated).
+
+Who gets in: a subject seen before signs in as its user. An unknown subject is linked to
+the staff account with its email only when the issuer says `email_verified: true` and
+that account is not linked to another subject. With no account, one is made only when
+ADMIN_OIDC_ALLOWED_GROUPS or ADMIN_OIDC_ALLOWED_DOMAINS allow it (default: nobody; an
+admin adds people). The new account is an operator, or an admin when ADMIN_OIDC_ADMIN_GROUP
+is set and they are in that group (their role follows the group at every sign-in).
+
+The `state` is bound to the browser that started the sign-in by a short-lived cookie,
+compared on the callback, so a sign-in link cannot be finished in someone else's browser;
+the unauthenticated start is limited per address (and in total) while sign-ins are in flight.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import time
 from datetime import timedelta
@@ -29,6 +39,7 @@ from polaris.db.repos import sessions as sessions_repo
 from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth.middleware import set_session_cookie
+from polaris.services.auth.views import client_ip
 from polaris.services.errors import ApiError
 
 log = get_logger(__name__)
@@ -37,6 +48,11 @@ LOGIN_PATH = "/api/admin/v1/auth/oidc/login"
 CALLBACK_PATH = "/api/admin/v1/auth/oidc/callback"
 DONE_PATH = "/api/admin/v1/auth/oidc/done"
 LOGIN_LIFETIME = timedelta(minutes=10)
+# The cookie binding a sign-in's state to the browser that started it (lives as long as the sign-in).
+STATE_COOKIE = "polaris_oidc_state"
+# Sign-ins in flight (started, not finished, within LOGIN_LIFETIME): per address, and in all.
+MAX_PENDING_PER_ADDRESS = 20
+MAX_PENDING = 5000
 METADATA_TTL = 3600.0
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
@@ -159,6 +175,18 @@ class OidcClient:
             groups = [groups]
         return "admin" if self.admin_group in groups else "operator"
 
+    def may_provision(self, claims: dict[str, Any], settings: Settings) -> bool:
+        """Whether a person with no account gets one: a verified address, and an allowed group or domain."""
+        if claims.get("email_verified") is not True:
+            return False
+        groups = claims.get("groups") or []
+        if isinstance(groups, str):
+            groups = [groups]
+        if settings.oidc_allowed_groups & {g for g in groups if isinstance(g, str)}:
+            return True
+        domain = str(claims.get("email", "")).rpartition("@")[2].lower()
+        return bool(domain) and domain in settings.oidc_allowed_domains
+
 
 def safe_return_to(value: str | None) -> str | None:
     """Only paths on this host (no scheme, no //host), so the login is no open redirect."""
@@ -169,26 +197,67 @@ def safe_return_to(value: str | None) -> str | None:
 
 async def oidc_login(request: web.Request) -> web.StreamResponse:
     client = _client(request)
+    ip = client_ip(request)
     state, nonce, verifier = generate_token(32), generate_token(32), generate_token(48)
     async with request.app[appkeys.PG_POOL].acquire() as conn:
+        mine, total = await logins.oidc_logins_pending(conn, ip)
+        if mine >= MAX_PENDING_PER_ADDRESS or total >= MAX_PENDING:
+            log.warning("oidc sign-in starts limited", ip=ip, pending_here=mine, pending=total)
+            response = page(429, "Too many sign-ins", "Too many sign-ins were started from here. "
+                            "Finish one, or try again in a few minutes.")
+            response.headers["Retry-After"] = str(int(LOGIN_LIFETIME.total_seconds()))
+            return response
         await logins.save_oidc_login(
             conn, state, nonce=nonce, code_verifier=verifier,
-            return_to=safe_return_to(request.query.get("return_to")), lifetime=LOGIN_LIFETIME,
+            return_to=safe_return_to(request.query.get("return_to")), lifetime=LOGIN_LIFETIME, ip=ip,
         )
     try:
         url = await client.authorization_url(state, nonce, verifier)
     except OidcError as exc:
         return page(502, "Sign-in unavailable", str(exc))
-    raise web.HTTPFound(url)
+    response = web.HTTPFound(url)
+    _set_state_cookie(response, request, state)
+    raise response
+
+
+def _set_state_cookie(response: web.StreamResponse, request: web.Request, state: str) -> None:
+    settings = request.app[appkeys.SETTINGS]
+    response.set_cookie(
+        STATE_COOKIE, state, path=CALLBACK_PATH, max_age=int(LOGIN_LIFETIME.total_seconds()),
+        httponly=True, secure=not settings.local_mode, samesite="Lax",
+    )
+
+
+def _clear_state_cookie(response: web.StreamResponse, request: web.Request) -> None:
+    settings = request.app[appkeys.SETTINGS]
+    response.del_cookie(STATE_COOKIE, path=CALLBACK_PATH, secure=not settings.local_mode,
+                        httponly=True, samesite="Lax")
+
+
+def _same_browser(request: web.Request, state: str) -> bool:
+    cookie = request.cookies.get(STATE_COOKIE, "")
+    return bool(cookie) and hmac.compare_digest(cookie.encode(), state.encode())
 
 
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
+    response = await _callback(request)
+    _clear_state_cookie(response, request)
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+async def _callback(request: web.Request) -> web.StreamResponse:
     client = _client(request)
     if "error" in request.query:
         return page(401, "Sign-in cancelled", f"The identity provider said: {request.query['error']}")
     state, code = request.query.get("state"), request.query.get("code")
     if not state or not code:
         return page(400, "Sign-in failed", "The answer from the identity provider is incomplete.")
+    if not _same_browser(request, state):
+        log.warning("oidc callback from another browser than the sign-in's", ip=client_ip(request))
+        return page(400, "Sign-in failed", "This sign-in was started in another browser (or its cookie "
+                    "expired). Start again here.")
     pool = request.app[appkeys.PG_POOL]
     async with pool.acquire() as conn:
         pending = await logins.take_oidc_login(conn, state)
@@ -203,17 +272,28 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
     if not isinstance(email, str) or claims.get("email_verified") is False:
         return page(403, "Sign-in refused", "The identity provider did not give a verified email address.")
     role = client.role_for(claims)
+    ip = client_ip(request)
+    subject = str(claims["sub"])
     async with pool.acquire() as conn, conn.transaction():
-        user = await users.get_user_by_oidc_subject(conn, str(claims["sub"]))
+        user = await users.get_user_by_oidc_subject(conn, subject)
         if user is None:
             user = await users.get_user_by_email(conn, email)
+            if user is not None and (claims.get("email_verified") is not True or user["oidc_subject"]):
+                # An address the issuer does not vouch for, or an account another identity holds.
+                log.warning("oidc link refused", user_id=user["id"], verified=claims.get("email_verified"))
+                return page(403, "Sign-in refused", "This identity cannot be linked to the account with that "
+                            "address: the identity provider must mark the address verified, and the account "
+                            "must not be linked to another identity. Ask an admin.")
         if user is None:
+            if not client.may_provision(claims, request.app[appkeys.SETTINGS]):
+                log.info("oidc sign-in without an account", verified=claims.get("email_verified"))
+                return page(403, "No account", f"There is no account for {email}. Ask an admin to add you.")
             created = await users.add_user(conn, email, role or "operator", name=claims.get("name"))
             user = created
             await audit.record(
                 conn, actor_user_id=created["id"], actor_email=created["email"], action="user.create",
                 target_type="user", target_id=created["id"],
-                after={"email": created["email"], "role": created["role"], "via": "oidc"}, ip=request.remote,
+                after={"email": created["email"], "role": created["role"], "via": "oidc"}, ip=ip,
             )
         if user["role"] == "customer":
             return page(403, "Sign-in refused", "This is a customer account; customers sign in on the portal.")
@@ -223,17 +303,17 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
             await audit.record(
                 conn, actor_user_id=user["id"], actor_email=user["email"], action="user.edit",
                 target_type="user", target_id=user["id"], before={"role": user["role"]},
-                after={"role": role, "via": "oidc group"}, ip=request.remote,
+                after={"role": role, "via": "oidc group"}, ip=ip,
             )
-        linked = await users.link_oidc_subject(conn, user["id"], str(claims["sub"]), role)
+        linked = await users.link_oidc_subject(conn, user["id"], subject, role)
         token, _ = await sessions_repo.create_session(
-            conn, linked["id"], method="oidc", ip=request.remote, user_agent=request.headers.get("User-Agent")
+            conn, linked["id"], method="oidc", ip=ip, user_agent=request.headers.get("User-Agent")
         )
     log.info("oidc sign-in", user_id=linked["id"], role=linked["role"])
     target = pending["return_to"] or DONE_PATH
     response = web.HTTPFound(target)
     set_session_cookie(response, request, token)
-    raise response
+    return response
 
 
 async def oidc_done(request: web.Request) -> web.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from pydantic import Field
 
 from polaris.db.repos import audit
 from polaris.db.repos import sessions as sessions_repo
+from polaris.forwarded import client_ip as forwarded_client_ip
 from polaris.services import appkeys
 from polaris.services.auth import AuthUser
 from polaris.services.auth.middleware import (
@@ -27,16 +27,9 @@ TAG = "auth"
 
 
 def client_ip(request: web.Request) -> str | None:
-    """The caller's address; behind a local reverse proxy (Caddy), the one it forwarded."""
-    remote = request.remote
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded and remote:
-        try:
-            if ipaddress.ip_address(remote).is_loopback or ipaddress.ip_address(remote).is_private:
-                return forwarded.split(",")[-1].strip()[:64] or remote
-        except ValueError:
-            pass
-    return remote
+    """The caller's address: X-Forwarded-For is believed only from TRUSTED_PROXIES (polaris.forwarded)."""
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    return forwarded_client_ip(request.remote, forwarded, request.config_dict[appkeys.SETTINGS].trusted_proxies)
 
 
 class LoginBody(Model):

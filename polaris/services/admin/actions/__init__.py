@@ -21,9 +21,11 @@ from polaris.services.admin.actions.billing import (
     settle_anomaly,
 )
 from polaris.services.admin.actions.chargers import (
+    KeyChange,
     OperationOutcome,
     add_chargers,
     edit_charger,
+    rotate_charger_key,
     run_operation,
     set_charger_password,
 )
@@ -35,12 +37,14 @@ from polaris.services.admin.actions.id_tags import (
     clear_caches,
     edit_card,
 )
+from polaris.services.admin.actions.permissions import admin_only, check_operation, required_role
 from polaris.services.admin.actions.transactions import force_close
 from polaris.services.admin.actions.users import add_user, edit_user, set_user_password
 
 __all__ = [
-    "Actor", "CacheCleared", "CardEdit", "OperationOutcome", "add_card", "add_chargers", "add_user",
-    "changed", "clear_caches", "create_customer", "edit_card", "edit_charger", "edit_customer", "edit_user",
-    "force_close", "invite_customer", "pin_tier", "record", "request_sync", "retry_refused", "run_operation",
-    "set_charger_password", "set_user_password", "settle_anomaly",
+    "Actor", "CacheCleared", "CardEdit", "KeyChange", "OperationOutcome", "add_card", "add_chargers", "add_user",
+    "admin_only", "changed", "check_operation", "clear_caches", "create_customer", "edit_card", "edit_charger",
+    "edit_customer", "edit_user", "force_close", "invite_customer", "pin_tier", "record", "request_sync",
+    "required_role", "retry_refused", "rotate_charger_key", "run_operation", "set_charger_password",
+    "set_user_password", "settle_anomaly",
 ]

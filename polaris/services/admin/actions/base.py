@@ -19,12 +19,14 @@ class Actor:
     The admin API acts as the signed-in person (their user id, email and address). The
     shell (`polaris admin ...`) has no account: it is recorded as `cli:<OS user>`, with
     no user id and no address; the command also passes that name on as `requested_by`
-    (a sync pin's `pinned_by`, for instance).
+    (a sync pin's `pinned_by`, for instance). `role` is the person's role (admin,
+    operator); None for the shell, which may do what an admin may.
     """
 
     user_id: int | None
     email: str
     ip: str | None = None
+    role: str | None = None
 
     @classmethod
     def shell(cls) -> Actor:

@@ -1,4 +1,4 @@
-"""Chargers: add (one password for many), edit, set the password, send an OCPP operation."""
+"""Chargers: add (one password for many), edit, change the key, send an OCPP operation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import asyncpg
 
 from polaris.config import Settings
 from polaris.db.repos import charge_boxes, ocpp_journal
+from polaris.keys import check_charger_key
+from polaris.redaction import redact
 from polaris.services.admin.actions.base import Actor, changed, record, refuse_nulls
+from polaris.services.admin.actions.permissions import check_operation
 from polaris.services.command_client import CommandClient
 from polaris.services.email import send_mail
 from polaris.services.errors import ApiError
@@ -46,12 +49,93 @@ async def edit_charger(conn: asyncpg.Connection, actor: Actor, charge_box_id: st
             await record(conn, actor, "charger.edit", "charger", charge_box_id, before=b, after=a)
 
 
-async def set_charger_password(conn: asyncpg.Connection, actor: Actor, charge_box_id: str, password: str) -> None:
-    """A charger's AuthorizationKey; the audit entry says that it changed, never what to."""
+async def set_charger_password(
+    conn: asyncpg.Connection, actor: Actor, charge_box_id: str, password: str, *, charger: str = "not contacted"
+) -> None:
+    """The stored AuthorizationKey only (the shell, or after the charger took it: `rotate_charger_key`).
+
+    The audit entry says that it changed and what the charger was told, never the key.
+    """
     async with conn.transaction():
         if not await charge_boxes.set_charger_key(conn, charge_box_id, password):
             raise ApiError(404, "not_found", f"no charger {charge_box_id}")
-        await record(conn, actor, "charger.password", "charger", charge_box_id, after={"password": "changed"})
+        await record(conn, actor, "charger.password", "charger", charge_box_id,
+                     after={"password": "changed", "charger": charger})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    charger_updated: bool  # the charger took the new key (False: it was not connected)
+    status: str | None  # the charger's answer (Accepted, RebootRequired); None when not connected
+
+
+# The charger's answers that mean it uses the new key (RebootRequired: from its restart on).
+KEY_TAKEN = ("Accepted", "RebootRequired")
+
+
+def key_operation(protocol: str | None, password: str) -> tuple[str, dict[str, Any]]:
+    """How a charger of this OCPP version is given a new key: the operation and its fields."""
+    if protocol and protocol.lower().startswith("ocpp2"):
+        return "SetVariables", {"setVariableData": [{
+            "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
+            "attributeValue": password,
+        }]}
+    return "ChangeConfiguration", {"key": "AuthorizationKey", "value": password}
+
+
+def _key_status(answer: Any) -> str | None:
+    response = answer.get("response", answer) if isinstance(answer, dict) else None
+    if not isinstance(response, dict):
+        return None
+    if isinstance(response.get("status"), str):
+        return response["status"]
+    results = response.get("setVariableResult")
+    if isinstance(results, list) and results and isinstance(results[0], dict):
+        return results[0].get("attributeStatus")
+    return None
+
+
+async def rotate_charger_key(
+    pool: asyncpg.Pool, commands: CommandClient, actor: Actor, charge_box_id: str, password: str
+) -> KeyChange:
+    """Change a charger's key on the charger and in the database together (admins).
+
+    A connected charger is told first (1.6 ChangeConfiguration `AuthorizationKey`, 2.0.1
+    SetVariables `SecurityCtrlr.BasicAuthPassword`); the stored key is replaced only once
+    it accepts, so a refusal leaves both on the old key (409). A charger that is not
+    connected keeps its key until someone sets the same one on it: only the stored key
+    changes. No answer in time (504) changes nothing here: the charger may have taken the
+    key, so send the same key again once it is back (offline, it is then simply stored).
+    """
+    problem = check_charger_key(password)
+    if problem:
+        raise ApiError(400, "invalid_input", problem)
+    async with pool.acquire() as conn:
+        charger = await charge_boxes.get_charge_box_detail(conn, charge_box_id)
+    if charger is None:
+        raise ApiError(404, "not_found", f"no charger {charge_box_id}")
+    operation, fields = key_operation(charger["ocpp_protocol"], password)
+    try:
+        answer = await commands.operation(operation, charge_box_id, fields, requested_by=actor.email)
+    except ApiError as exc:
+        if exc.code != "charger_offline":
+            async with pool.acquire() as conn:
+                await record(conn, actor, "charger.password", "charger", charge_box_id,
+                             after={"password": "unchanged", "charger": exc.code})
+            raise
+        async with pool.acquire() as conn:
+            await set_charger_password(conn, actor, charge_box_id, password, charger="not connected")
+        return KeyChange(charger_updated=False, status=None)
+    status = _key_status(answer)
+    if status not in KEY_TAKEN:
+        async with pool.acquire() as conn:
+            await record(conn, actor, "charger.password", "charger", charge_box_id,
+                         after={"password": "unchanged", "charger": status or "no status"})
+        raise ApiError(409, "key_refused", f"charger {charge_box_id} answered {status or 'without a status'} "
+                       "to the new key: it keeps its key, and so does the database")
+    async with pool.acquire() as conn:
+        await set_charger_password(conn, actor, charge_box_id, password, charger=status)
+    return KeyChange(charger_updated=True, status=status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +156,13 @@ async def run_operation(
     """Send one OCPP operation through the OCPP server and return the charger's answer.
 
     Takes the pool, not a connection: none is held while the charger thinks (up to 30 s).
-    The attempt is audited whatever happens (answer or error code); an accepted
-    CancelReservation tells the card's owner by mail.
+    What the actor's role may send is checked first (permissions.py). The attempt is
+    audited whatever happens (answer or error code); secrets in it are redacted, in the
+    audit entry and in the answer returned. An accepted CancelReservation tells the
+    card's owner by mail.
     """
     fields = {k: v for k, v in fields.items() if k != "chargeBoxId"}
+    check_operation(actor.role, operation, fields)
     async with pool.acquire() as conn:
         if await charge_boxes.get_charge_box(conn, charge_box_id) is None:
             raise ApiError(404, "not_found", f"no charger {charge_box_id}")
@@ -89,7 +176,7 @@ async def run_operation(
     finally:
         async with pool.acquire() as conn:
             await record(conn, actor, "charger.operation", "charger", charge_box_id, after=outcome)
-    response = answer.get("response", answer) if isinstance(answer, dict) else answer
+    response = redact(answer.get("response", answer) if isinstance(answer, dict) else answer)
     status = response.get("status") if isinstance(response, dict) else None
     if operation == "CancelReservation" and status == "Accepted":
         async with pool.acquire() as conn:
