@@ -92,8 +92,9 @@ async def hooks_web(settings: Settings) -> AsyncIterator[HookReceiver]:
 
 @pytest.fixture
 def ocpp_settings(settings: Settings, hooks_web: HookReceiver) -> Settings:
-    # Never the default 127.0.0.1:8000: another process may be a real web server there.
-    return settings.model_copy(update={"WEB_INTERNAL_URL": hooks_web.url})
+    # Never the default 127.0.0.1:8000: another process may be a real web server there. Tests
+    # send messages back to back: the per-charger rate limit has its own tests.
+    return settings.model_copy(update={"WEB_INTERNAL_URL": hooks_web.url, "OCPP_MAX_MESSAGES_PER_SECOND": 10_000})
 
 
 @pytest.fixture
