@@ -120,11 +120,13 @@ class Admission:
         self.unknown = NegativeCache(settings.OCPP_UNKNOWN_ID_CACHE_SECONDS)
         self.connections = ConnectionCounts(settings.OCPP_MAX_CONNECTIONS_PER_ADDRESS)
         self.lookups = 0  # credential look-ups in the database (the limits exist to save them)
-        self._cache: dict[str, ChargerAuth] = {}  # by lower(charge box id)
+        self._cache: dict[str, ChargerAuth] = {}  # rows looked up, by lower(charge box id)
+        self._verified: dict[str, ChargerAuth] = {}  # rows a connection was admitted with
 
     def forget(self) -> None:
         """Drop every cached credential and unknown id: the next connection of each looks it up."""
         self._cache.clear()
+        self._verified.clear()
         self.unknown.clear()
 
     # --- websockets hooks ----------------------------------------------------------------
@@ -219,7 +221,7 @@ class Admission:
 
     def _during_backoff(self, key: str, password: str | Refusal | None, locked: float) -> ChargerAuth | Refusal:
         """In an id's back-off only a credential verified before gets in; nobody costs a query."""
-        cached = self._cache.get(key)
+        cached = self._verified.get(key)
         if (cached is not None and cached.registration_status != "Pending" and cached.active
                 and time.monotonic() - cached.fetched_at < STALE_CACHE_MAX_S):
             if cached.security_profile == 0:
@@ -269,7 +271,7 @@ class Admission:
         self.id_backoff.succeeded(key)
         self.address_backoff.succeeded(address)
         self.unknown.discard(key)
-        self._cache[key] = auth
+        self._cache[key] = self._verified[key] = auth
         return auth
 
     def _failed(self, key: str, address: str, refusal: Refusal) -> Refusal:
@@ -290,12 +292,14 @@ class Admission:
                 async with self.pool.acquire() as conn:
                     row = await charge_boxes.get_credentials(conn, key)
         except DB_UNAVAILABLE:
-            if cached is not None and cached.registration_status != "Pending":
-                return cached  # stale but verified before: let known chargers back in
+            verified = self._verified.get(key)
+            if verified is not None and verified.registration_status != "Pending":
+                return verified  # stale but verified before: let known chargers back in
             log.warning("database unavailable; cannot admit unseen charger", charge_box_id=key)
             return Refusal(503, "database unavailable", retry_after=30)
         if row is None:
             self._cache.pop(key, None)
+            self._verified.pop(key, None)
             return None
         auth = ChargerAuth.from_row(row)
         self._cache[key] = auth

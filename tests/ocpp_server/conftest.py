@@ -191,8 +191,9 @@ class RawClient:
 
 
 async def open_client(ws_url: str, charge_box_id: str = CHARGER_ID, password: str | None = CHARGER_KEY,
-                      *, subprotocols: list[str] | None = None, **kw: Any) -> RawClient:
-    headers = {"Authorization": basic(charge_box_id, password)} if password is not None else {}
+                      *, subprotocols: list[str] | None = None, headers: dict | None = None, **kw: Any) -> RawClient:
+    headers = {**({"Authorization": basic(charge_box_id, password)} if password is not None else {}),
+               **(headers or {})}
     ws = await connect(
         f"{ws_url}/{charge_box_id}",
         subprotocols=["ocpp1.6"] if subprotocols is None else (subprotocols or None),  # type: ignore[arg-type]
