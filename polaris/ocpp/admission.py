@@ -19,7 +19,8 @@ WebSocket upgrade) decides, in this order:
     OCPP_UNKNOWN_ID_CACHE_SECONDS; with `pending` it is registered Pending, with `accepted`
     Accepted (SteVe's auto-registration), its first password becoming its key (no password
     at a profile-0 path: profile 0).
-A Pending charger's key is not trusted yet: it is never admitted from a stale cache, and a
+A charger brought over from SteVe (`polaris import steve`) proves its first password
+against SteVe's bcrypt hash; our key hash replaces it then. A Pending charger's key is not trusted yet: it is never admitted from a stale cache, and a
 second claimant with another key is refused, counted on the charger (`rival_claims`) and
 logged. The limits themselves live in limits.py. Verified credentials are cached
 (`AUTH_CACHE_FRESH_S` fresh; used stale while the database is down, and during an id's
@@ -40,6 +41,7 @@ from http import HTTPStatus
 from urllib.parse import unquote
 
 import asyncpg
+import bcrypt
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -210,6 +212,8 @@ class Admission:
             return self._failed(key, address, password)
         if password is None:
             return self._failed(key, address, Refusal(401, "missing credentials"))
+        if auth.key_hash is None and auth.steve_key_bcrypt:
+            return await self._steve_key(key, address, auth, password)
         if auth.key_hash is None or auth.key_salt is None:
             return self._failed(key, address, Refusal(401, "charge box has no key set"))
         if not verify_charger_key(password, auth.key_salt, auth.key_hash):
@@ -257,6 +261,26 @@ class Admission:
         log.info("unknown charger registered", charge_box_id=charge_box_id, registration_status=status,
                  security_profile=row["security_profile"], address=address)
         return self._ok(key, address, ChargerAuth.from_row(row))
+
+    async def _steve_key(self, key: str, address: str, auth: ChargerAuth, password: str) -> ChargerAuth | Refusal:
+        """A charger brought over from SteVe: its first password against SteVe's bcrypt hash (in
+        a thread: bcrypt is slow on purpose), then our key hash from then on."""
+        hashed = auth.steve_key_bcrypt.removeprefix("{bcrypt}").encode()
+        try:
+            ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed)
+        except ValueError:
+            ok = False
+        if not ok:
+            return self._failed(key, address, Refusal(401, "wrong password"))
+        try:
+            async with self.pool.acquire() as conn:
+                auth.key_salt, auth.key_hash = await charge_boxes.adopt_steve_key(conn, auth.pk, password)
+        except DB_UNAVAILABLE:
+            return Refusal(503, "database unavailable", retry_after=30)
+        auth.steve_key_bcrypt = None
+        log.info("charger from SteVe proved its password: our key hash is kept from now on",
+                 charge_box_id=auth.charge_box_id)
+        return self._ok(key, address, auth)
 
     async def _rival_claim(self, auth: ChargerAuth, address: str) -> None:
         try:

@@ -76,11 +76,13 @@ class ChargerAuth:
     active: bool
     fetched_at: float
     security_profile: int = 1  # 0: admitted by id alone; 1, 2: HTTP Basic with its key
+    steve_key_bcrypt: str | None = None  # a key brought over from SteVe, not yet proven
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ChargerAuth:
         return cls(row["id"], row["charge_box_id"], row["key_salt"], row["key_hash"],
-                   row["registration_status"], row["active"], time.monotonic(), row["security_profile"])
+                   row["registration_status"], row["active"], time.monotonic(), row["security_profile"],
+                   row["steve_key_bcrypt"])
 
 
 _SNAKE_KEYS: dict[str, str] = {}

@@ -16,3 +16,8 @@ CREATE TABLE ocpp.steve_imports (
     imported_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (steve_table, steve_pk)
 );
+
+-- A charger brought over from SteVe keeps its password: SteVe stored it as a bcrypt hash,
+-- which admission checks the first time the charger connects; then it stores our key hash
+-- (key_salt, key_hash) and clears this.
+ALTER TABLE ocpp.charge_boxes ADD COLUMN steve_key_bcrypt text;

@@ -31,7 +31,8 @@ LIST_COLUMNS = """
     cb.rival_claims, cb.rival_claim_at,
     s.name AS site_name, s.address AS site_address
 """
-_CREDENTIALS = "id, charge_box_id, key_salt, key_hash, registration_status, active, security_profile"
+_CREDENTIALS = ("id, charge_box_id, key_salt, key_hash, registration_status, active, security_profile, "
+                "steve_key_bcrypt")
 
 
 def charge_box_id_problem(charge_box_id: str) -> str | None:
@@ -93,6 +94,11 @@ async def _site_id(conn: asyncpg.Connection, site_name: str | None, address: str
         site_name.strip(),
         address,
     )
+
+
+async def ensure_site(conn: asyncpg.Connection, site_name: str | None, address: str | None) -> int | None:
+    """The site of that name (created, or its address filled in); None without a name."""
+    return await _site_id(conn, site_name, address)
 
 
 async def add_charge_boxes(
@@ -241,6 +247,19 @@ async def register_unknown(conn: asyncpg.Connection, charge_box_id: str, passwor
     if row is None:
         raise AlreadyExists(f"charge box {charge_box_id} already exists")
     return row
+
+
+async def adopt_steve_key(conn: asyncpg.Connection, charge_box_pk: int, password: str) -> tuple[bytes, bytes]:
+    """A charger from SteVe proved its password against SteVe's bcrypt hash: keep ours instead."""
+    salt, digest = hash_charger_key(password)
+    await conn.execute(
+        "UPDATE ocpp.charge_boxes SET key_salt = $2, key_hash = $3, steve_key_bcrypt = NULL, updated_at = now() "
+        "WHERE id = $1",
+        charge_box_pk,
+        salt,
+        digest,
+    )
+    return salt, digest
 
 
 async def record_rival_claim(conn: asyncpg.Connection, charge_box_pk: int) -> int:
