@@ -45,7 +45,7 @@ PURPOSE: dict[str, str] = {
     "STEVE_METERVALUE_HMAC_KEY": "HMAC key signing the meter-values hook (falls back to the pre-authorize key)",
     "STEVE_API_USERNAME": "user name of the OCPP server's command API",
     "STEVE_API_KEY": "password of the OCPP server's command API",
-    "STEVE_BASE_URL": "where the web process finds the OCPP server's command API",
+    "STEVE_BASE_URL": "where the web process finds the OCPP server's command API (base + /api; the original's http://host:port/steve works too)",
     "WEB_INTERNAL_URL": "where the OCPP server finds the web process's hooks",
     "WEB_PORT": "HTTP port of `polaris web`",
     "OCPP_PORT": "WebSocket port chargers connect to",
