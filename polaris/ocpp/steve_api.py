@@ -17,7 +17,8 @@ plus `/api`) and `/api/v1/...`, with SteVe's shapes and status codes:
   GET  /v1/transactions               SteVe's Transaction list, filters type (ACTIVE|ALL),
                                       periodType (ALL|TODAY|LAST_10|LAST_30|LAST_90|FROM_TO),
                                       from, to (no zone: UTC), chargeBoxId, ocppIdTag,
-                                      transactionPk (with `stuck`: our own list, api.py)
+                                      transactionPk (with `stuck`, or under /api with none
+                                      of these: our own list, api.py)
 Errors are SteVe's ApiErrorResponse: {timestamp, status, error, message, path}. The
 operations run through the same command code as ours (commands.send_command), so they are
 journaled the same way. Tag changes are audited as `steve-api:<user>`.
@@ -249,7 +250,10 @@ class SteveApi:
 
     async def transactions(self, request: web.Request) -> web.StreamResponse:
         q = request.query
-        if "stuck" in q:
+        # Ours (api.list_transactions) asks `stuck`; under /api, a query without any of
+        # SteVe's filters is ours too, so our own command API stays as it was.
+        steve_filters = {"type", "periodType", "from", "to", "chargeBoxId", "ocppIdTag", "transactionPk"}
+        if "stuck" in q or (not request.path.startswith("/steve/") and not steve_filters & set(q)):
             return await self._own_transactions(request)
         try:
             kind = q.get("type", "ALL").upper()

@@ -217,6 +217,22 @@ def server_factory():
 
 
 @pytest.fixture
+async def sim(ocpp: Running, charger: str, conn: asyncpg.Connection):
+    """A simulated charger (two connectors, no sessions of its own) with a customer's card SIMTAG."""
+    from polaris.db.repos import id_tags
+    from polaris.db.repos.customers import add_customer
+    from polaris.sim.charger import SimulatedCharger
+
+    await add_customer(conn, "driver@example.com")
+    await id_tags.add_id_tag(conn, "SIMTAG", customer_email="driver@example.com")
+    c = SimulatedCharger(ocpp.ws_url, charger, CHARGER_KEY, id_tag="SIMTAG", connectors=2, auto_sessions=False,
+                         step_delay=0.05, heartbeat_interval=3600, seed=1)
+    await c.start()
+    yield c
+    await c.stop()
+
+
+@pytest.fixture
 async def client(ocpp: Running, charger: str) -> AsyncIterator[RawClient]:
     c = await open_client(ocpp.ws_url)
     yield c

@@ -9,14 +9,7 @@ charger answering.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
-
-from polaris.db.repos import id_tags
-from polaris.db.repos.customers import add_customer
-from polaris.sim.charger import SimulatedCharger
 
 KEY = "charger-key-0123456789"
 API = "/steve/api"  # STEVE_BASE_URL (http://host:port/steve) + /api, as the client's config.ts builds it
@@ -25,17 +18,6 @@ API = "/steve/api"  # STEVE_BASE_URL (http://host:port/steve) + /api, as the cli
 def steve_date(at: datetime) -> str:
     """formatDateForStEvE: ISO without milliseconds and zone."""
     return at.astimezone(UTC).isoformat().split(".")[0].split("+")[0]
-
-
-@pytest.fixture
-async def sim(ocpp, charger, conn) -> AsyncIterator[SimulatedCharger]:
-    await add_customer(conn, "driver@example.com")
-    await id_tags.add_id_tag(conn, "SIMTAG", customer_email="driver@example.com")
-    c = SimulatedCharger(ocpp.ws_url, charger, KEY, id_tag="SIMTAG", connectors=2, auto_sessions=False,
-                         step_delay=0.05, heartbeat_interval=3600, seed=1)
-    await c.start()
-    yield c
-    await c.stop()
 
 
 def is_task_result(body) -> bool:

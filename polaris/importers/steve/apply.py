@@ -68,6 +68,14 @@ def _address(row: dict) -> str | None:
     return text or None
 
 
+def _connector(data: SteveData, boxes: dict[str, int], connector_pk: int) -> tuple[int | None, int]:
+    """SteVe's connector_pk as (our charger pk, or None when it did not come over; connector id)."""
+    where = data.connectors.get(connector_pk)
+    if where is None:
+        return None, 0
+    return boxes.get(where[0].lower()), where[1]
+
+
 def _wh(value: object) -> int | None:
     try:
         return int(float(str(value).strip()))
@@ -224,8 +232,7 @@ async def _transactions(conn: asyncpg.Connection, data: SteveData, original: Ori
         if pk in done:
             report.already["transactions"] += 1
             continue
-        where = data.connectors.get(t["connector_pk"])
-        box = boxes.get(where[0].lower()) if where else None
+        box, connector_id = _connector(data, boxes, t["connector_pk"])
         start, stop = _wh(t["start_value"]), _wh(t["stop_value"]) if t["stop_timestamp"] else None
         if box is None or start is None or t["start_timestamp"] is None:
             report.skip(f"transaction {pk}: " + ("its charger was not brought over" if box is None
@@ -238,7 +245,7 @@ async def _transactions(conn: asyncpg.Connection, data: SteveData, original: Ori
             continue
         finished = t["stop_timestamp"] is not None and stop is not None
         created = await steve_import.insert_transaction(
-            conn, transaction_id=pk, charge_box_pk=box, connector_id=where[1], id_tag=t["id_tag"],
+            conn, transaction_id=pk, charge_box_pk=box, connector_id=connector_id, id_tag=t["id_tag"],
             start_timestamp=t["start_timestamp"], meter_start=start,
             stop_timestamp=max(t["stop_timestamp"], t["start_timestamp"]) if finished else None,
             meter_stop=stop if finished else None, stop_reason=t["stop_reason"] if finished else None,
@@ -260,7 +267,7 @@ async def _transactions(conn: asyncpg.Connection, data: SteveData, original: Ori
                            context=m["reading_context"], location=m["location"], format=m["format"])
                     for m in data.meter_values.get(pk, []) if m["value"] is not None]
         if readings:
-            await insert_meter_values(conn, box, where[1], pk, readings)
+            await insert_meter_values(conn, box, connector_id, pk, readings)
             report.imported["meter_values"] += len(readings)
 
 
@@ -271,13 +278,12 @@ async def _reservations(conn: asyncpg.Connection, data: SteveData, boxes: dict[s
         if pk in done:
             report.already["reservations"] += 1
             continue
-        where = data.connectors.get(r["connector_pk"])
-        box = boxes.get(where[0].lower()) if where else None
+        box, connector_id = _connector(data, boxes, r["connector_pk"])
         if box is None or r["expiry_datetime"] is None:
             report.skip(f"reservation {pk}: " + ("its charger was not brought over" if box is None else "no expiry"))
             continue
         created = await steve_import.insert_reservation(
-            conn, reservation_id=pk, charge_box_pk=box, connector_id=where[1], id_tag=r["id_tag"],
+            conn, reservation_id=pk, charge_box_pk=box, connector_id=connector_id, id_tag=r["id_tag"],
             expiry_date=r["expiry_datetime"], status=RESERVATION_STATUS.get(str(r["status"]).upper(), str(r["status"])),
             transaction_id=r["transaction_pk"])
         if not created:
