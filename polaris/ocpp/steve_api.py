@@ -156,7 +156,7 @@ class SteveApi:
         try:
             task = await self.tasks.run(self.host, op, body, requested_by=self._actor(request))
         except BadParams as exc:
-            return api_error(request, 400, str(exc))
+            return api_error(request, exc.status, str(exc))
         log.info("steve api operation", operation=op, task_id=task["taskId"], chargers=len(body["chargeBoxIdList"]),
                  answered=len(task["successResponses"]))
         return web.json_response(task)

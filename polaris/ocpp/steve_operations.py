@@ -27,14 +27,20 @@ import asyncpg
 from polaris.db.repos import id_tags, ocpp_journal
 from polaris.ocpp import authorize
 from polaris.ocpp.commands import CommandHost, send_command
-from polaris.ocpp.errors import DB_UNAVAILABLE, ChargerCallError, CommandError, InvalidCommand
+from polaris.ocpp.errors import DB_UNAVAILABLE, ChargerCallError, CommandError
 from polaris.ocpp.parsing import now_utc
 
 MAX_TASKS = 1000
 
 
 class BadParams(ValueError):
-    """SteVe's form validation failing: answered 400."""
+    """SteVe's form validation failing: answered with `status` (400)."""
+
+    status = 400
+
+
+class Unavailable(BadParams):
+    status = 503
 
 
 def _req(params: dict, name: str) -> Any:
@@ -198,7 +204,7 @@ class Tasks:
             async with host.ctx.pool.acquire() as conn:
                 payload = await to_ocpp(conn, operation, params)
         except DB_UNAVAILABLE:
-            raise BadParams("the database is unavailable; try again") from None
+            raise Unavailable("the database is unavailable; try again") from None
         task_id = next(self._ids)
         task = {"taskId": task_id, "taskFinished": False, "successResponses": [], "errorResponses": [],
                 "exceptions": []}
@@ -219,9 +225,7 @@ class Tasks:
             task["errorResponses"].append({
                 "chargeBoxId": charge_box_id, "errorCode": exc.answer.code, "errorDescription": exc.answer.description,
                 "errorDetails": json.dumps(details) if details not in (None, {}) else None})
-        except InvalidCommand as exc:
-            task["exceptions"].append({"chargeBoxId": charge_box_id, "exceptionMessage": str(exc)})
-        except CommandError as exc:
+        except CommandError as exc:  # offline, no answer in time, a payload the charger would refuse
             task["exceptions"].append({"chargeBoxId": charge_box_id, "exceptionMessage": str(exc)})
         except DB_UNAVAILABLE:
             task["exceptions"].append({"chargeBoxId": charge_box_id,

@@ -186,3 +186,16 @@ async def test_our_own_dialect_works_at_steves_path(ocpp, sim):
     status, body = await ocpp.api("POST", API + "/v1/operations/Reset", {"chargeBoxId": "CB-0001", "type": "Soft"})
     assert (status, body["response"]) == (200, {"status": "Accepted"})
     assert (await ocpp.api("GET", API + "/v1/status"))[0] == 200
+
+
+async def test_the_web_process_client_takes_the_originals_steve_base_url(ocpp, sim):
+    """STEVE_BASE_URL=http://host:port/steve (the original's value: SteVe base, + /api) works as is."""
+    import httpx
+
+    from polaris.services.command_client import CommandClient
+
+    settings = ocpp.server.settings.model_copy(update={"STEVE_BASE_URL": ocpp.api_url + "/steve/"})
+    async with httpx.AsyncClient() as http:
+        answer = await CommandClient(settings, http).operation("TriggerMessage", "CB-0001",
+                                                               {"requestedMessage": "Heartbeat"})
+    assert answer["response"] == {"status": "Accepted"}
