@@ -127,7 +127,9 @@ class Session:
     SUBPROTOCOL: ClassVar[str] = ""  # "ocpp1.6"
     OPERATIONS: ClassVar[Mapping[str, Operation]] = {}
     ROUTES: ClassVar[dict[str, Handler]] = {}
-    UNREGISTERED_ACTIONS: ClassVar[frozenset[str]] = frozenset()  # what a not-Accepted charger may send
+    # What a charger that is not Accepted may send (a version may widen it): these three are
+    # named alike in 1.6 and 2.0.1.
+    UNREGISTERED_ACTIONS: ClassVar[frozenset[str]] = frozenset({"BootNotification", "Heartbeat", "StatusNotification"})
 
     __slots__ = ("id", "pk", "auth", "ctx", "_connection", "_pending", "_call_lock", "current_unique_id",
                  "_bucket", "_limited")

@@ -32,10 +32,7 @@ class ChargePoint(Session):
     SUBPROTOCOL = "ocpp1.6"
     OPERATIONS = OPERATIONS
     # While Pending or Rejected a 1.6 charger boots, heartbeats and reports its state, nothing more.
-    UNREGISTERED_ACTIONS = frozenset({
-        "BootNotification", "Heartbeat", "StatusNotification", "DiagnosticsStatusNotification",
-        "FirmwareStatusNotification",
-    })
+    UNREGISTERED_ACTIONS = Session.UNREGISTERED_ACTIONS | {"DiagnosticsStatusNotification", "FirmwareStatusNotification"}
 
     __slots__ = ()
 
