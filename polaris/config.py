@@ -51,16 +51,23 @@ PURPOSE: dict[str, str] = {
     "STEVE_METERVALUE_HMAC_KEY": "HMAC key signing the meter-values hook (falls back to the pre-authorize key)",
     "STEVE_API_USERNAME": "user name of the OCPP server's command API",
     "STEVE_API_KEY": "password of the OCPP server's command API",
-    "STEVE_BASE_URL": "where the web process finds the OCPP server's command API",
+    "STEVE_BASE_URL": "where the web process finds the OCPP server's command API (base + /api; the original's http://host:port/steve works too)",
     "WEB_INTERNAL_URL": "where the OCPP server finds the web process's hooks",
     "WEB_PORT": "HTTP port of `polaris web`",
     "OCPP_PORT": "WebSocket port chargers connect to",
     "OCPP_API_PORT": "HTTP port of the OCPP command API",
     "OCPP_TLS_CERT": "PEM certificate for WSS terminated by the OCPP server itself (optional)",
     "OCPP_TLS_KEY": "PEM private key for OCPP_TLS_CERT",
-    "OCPP_UNKNOWN_CHARGERS": "what to do with unknown charge box ids: reject, or pending (register for an operator to accept)",
+    "OCPP_UNKNOWN_CHARGERS": "what to do with unknown charge box ids: reject (404, as SteVe), pending (register for an operator to accept), or accepted (register and admit, SteVe's auto-registration)",
     "OCPP_HEARTBEAT_INTERVAL": "heartbeat interval (seconds) sent to chargers in BootNotification",
     "OCPP_STUCK_TRANSACTION_HOURS": "hours without a message after which an open transaction is flagged as stuck",
+    # charger admission (security profiles and limits; docs/security.md#charger-admission)
+    "OCPP_PROFILE0_PATHS": "comma-separated URL path prefixes where chargers with security profile 0 (no password) are admitted by id alone",
+    "OCPP_AUTH_FAILURES_BEFORE_BACKOFF": "failed charger credentials per charge box id or client address before a doubling back-off (401 without a database look-up)",
+    "OCPP_AUTH_BACKOFF_MAX_SECONDS": "longest back-off after failed charger credentials",
+    "OCPP_UNKNOWN_ID_CACHE_SECONDS": "how long an unknown charge box id is answered 404 without a database look-up",
+    "OCPP_MAX_CONNECTIONS_PER_ADDRESS": "open charger connections allowed from one client address",
+    "OCPP_MAX_MESSAGES_PER_SECOND": "messages per second one charger may send (bursts of 5 seconds' worth); over it: CALLERROR",
     "SYNC_ON_STARTUP": "run a billing sync as soon as the sync worker starts",
     "SYNC_LOOKBACK_MINUTES": "how far back a fresh deployment's first billing sync looks for sessions (older ones: `polaris sync backfill`)",
     "SYNC_DORMANT_THRESHOLD_DAYS": "days without activity before the sync cadence goes Dormant",
@@ -153,9 +160,16 @@ class Settings(BaseSettings):
     OCPP_API_PORT: int = Field(8081, ge=1, le=65535)
     OCPP_TLS_CERT: Path | None = None
     OCPP_TLS_KEY: Path | None = None
-    OCPP_UNKNOWN_CHARGERS: Literal["reject", "pending"] = "reject"
+    OCPP_UNKNOWN_CHARGERS: Literal["reject", "pending", "accepted"] = "reject"
     OCPP_HEARTBEAT_INTERVAL: int = Field(300, ge=10, le=86400)
     OCPP_STUCK_TRANSACTION_HOURS: float = Field(24.0, gt=0)
+    # charger admission (security profiles and limits)
+    OCPP_PROFILE0_PATHS: str = "/steve/websocket/CentralSystemService/"
+    OCPP_AUTH_FAILURES_BEFORE_BACKOFF: int = Field(5, ge=1)
+    OCPP_AUTH_BACKOFF_MAX_SECONDS: float = Field(300.0, gt=0)
+    OCPP_UNKNOWN_ID_CACHE_SECONDS: float = Field(60.0, ge=0)
+    OCPP_MAX_CONNECTIONS_PER_ADDRESS: int = Field(256, ge=1)
+    OCPP_MAX_MESSAGES_PER_SECOND: float = Field(10.0, gt=0)
 
     SYNC_ON_STARTUP: bool = True
     SYNC_LOOKBACK_MINUTES: int = Field(1440, ge=1)
@@ -232,6 +246,12 @@ class Settings(BaseSettings):
     @property
     def metervalue_hmac_key(self) -> SecretStr | None:
         return self.STEVE_METERVALUE_HMAC_KEY or self.STEVE_PREAUTH_HMAC_KEY
+
+    @property
+    def profile0_paths(self) -> tuple[str, ...]:
+        """OCPP_PROFILE0_PATHS split on commas, each ending in '/'."""
+        parts = (p.strip() for p in self.OCPP_PROFILE0_PATHS.split(","))
+        return tuple(p if p.endswith("/") else p + "/" for p in parts if p)
 
     @property
     def alert_recipients(self) -> list[str]:
@@ -361,6 +381,9 @@ class Settings(BaseSettings):
         problems += self._check_secret("STEVE_PREAUTH_HMAC_KEY")
         problems += self._check_secret("STEVE_METERVALUE_HMAC_KEY", required=False)
         problems += self._check_url("WEB_INTERNAL_URL")
+        bad_paths = [p for p in self.profile0_paths if not p.startswith("/")]
+        if bad_paths:
+            problems.append(f"OCPP_PROFILE0_PATHS must hold URL paths starting with '/' (got {', '.join(bad_paths)})")
         if bool(self.OCPP_TLS_CERT) != bool(self.OCPP_TLS_KEY):
             problems.append("OCPP_TLS_CERT and OCPP_TLS_KEY must be set together (WSS on the OCPP server)")
         for name in ("OCPP_TLS_CERT", "OCPP_TLS_KEY"):

@@ -22,6 +22,7 @@ from typing import Any
 from polaris.cli import admin_outbox, admin_qr
 from polaris.cli.admin_common import run_action
 from polaris.cli.database import run_with_connection
+from polaris.cli.errors import CommandError
 from polaris.db.errors import NotFound
 from polaris.db.repos import charge_boxes, customers, id_tags, users
 
@@ -89,9 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     charger = groups.add_parser("charger", help="charge boxes").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    p = charger.add_parser("add", help="register one or more chargers with the same password")
+    p = charger.add_parser("add", help="register one or more chargers with the same password (or none)")
     p.add_argument("charge_box_ids", nargs="+", metavar="CHARGE_BOX_ID")
-    p.add_argument("--password", required=True, help="the chargers' key: 16 to 40 characters")
+    p.add_argument("--password", help="the chargers' key: 16 to 40 characters (security profiles 1 and 2)")
+    p.add_argument("--security-profile", type=int, choices=[0, 1, 2], default=None,
+                   help="0: no password, admitted by id alone (SteVe's default; only at OCPP_PROFILE0_PATHS); "
+                        "1: HTTP Basic (the default with --password); 2: HTTP Basic over TLS")
+    p.add_argument("--public-id", help="the id in the charger's QR code, to keep a printed sticker working "
+                                       "(one charger only)")
     p.add_argument("--description")
     p.add_argument("--site", help="site name (created if new)")
     p.add_argument("--address", help="site address")
@@ -237,15 +243,21 @@ def tag_list(args: argparse.Namespace) -> int:
 def charger_add(args: argparse.Namespace) -> int:
     from polaris.services.admin import actions
 
+    profile = args.security_profile
+    if profile is None:
+        if args.password is None:
+            raise CommandError("give --password PW, or --security-profile 0 for chargers without one")
+        profile = 1
     rows = run_action(
         args.settings,
         lambda conn: actions.add_chargers(
             conn, actions.Actor.shell(), args.charge_box_ids, args.password,
             description=args.description, site_name=args.site, site_address=args.address,
+            security_profile=profile, public_id=args.public_id,
         ),
     )
     for r in rows:
-        print(f"added charger {r['charge_box_id']} (public id {r['public_id']})")
+        print(f"added charger {r['charge_box_id']} (public id {r['public_id']}, security profile {profile})")
     return 0
 
 
@@ -268,6 +280,7 @@ def charger_list(args: argparse.Namespace) -> int:
             "charge_box_id",
             "public_id",
             "registration_status",
+            "security_profile",
             "active",
             "connected",
             "vendor",

@@ -16,6 +16,7 @@ from polaris.cli import (
     backup,
     doctor,
     health,
+    imports,
     migrate,
     ocpp,
     secrets,
@@ -30,7 +31,7 @@ from polaris.cli.errors import CommandError
 from polaris.config import ConfigError, load_settings
 from polaris.logs import configure_logging
 
-COMMANDS = (up, ocpp, web, sync, tui, sim, health, doctor, smoke, secrets, backup, migrate, admin)
+COMMANDS = (up, ocpp, web, sync, tui, sim, health, doctor, smoke, secrets, backup, migrate, admin, imports)
 
 
 def build_parser() -> argparse.ArgumentParser:

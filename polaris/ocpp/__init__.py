@@ -5,7 +5,8 @@ The version-neutral core:
   session.py      one connection: frames in, dispatch to handlers, one outgoing call at a time
   context.py      OcppContext: what a connection may use (pool, settings, hooks, metrics,
                   presence, journal, spawn), handed to it instead of the server
-  admission.py    path, subprotocol and credentials before the upgrade (with a cache)
+  admission.py    path, id, subprotocol, security profile and credentials before the upgrade
+  limits.py       admission limits: back-off, unknown-id cache, connection and message caps
   presence.py     last-seen / heartbeat / deferred-status buffers, connection-state batches
   journal.py      the message journal: one transaction per command, with its effects
   operations.py   Operation: validate, prepare, after (one table per version)
@@ -22,5 +23,6 @@ One package per OCPP version, thin over the core (only server.py imports them):
   v16/            charge_point.py (1.6 handlers), protocol.py (framing, schema, error codes),
                   operations.py (the 1.6 command table)
 The process: server.py (OcppServer: wiring and the registry of connections), api.py (the
-command API), main.py (run both until SIGTERM).
+command API), steve_api.py + steve_operations.py (SteVe's REST API beside it, over the same
+command code), main.py (run both until SIGTERM).
 """

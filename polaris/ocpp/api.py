@@ -1,6 +1,10 @@
 """The OCPP server's command API (aiohttp, OCPP_API_PORT), used by the web process.
 
-HTTP Basic with STEVE_API_USERNAME / STEVE_API_KEY on everything but /healthz.
+HTTP Basic with STEVE_API_USERNAME / STEVE_API_KEY (or SteVe's older `X-API-KEY:
+STEVE_API_KEY` header) on everything but /healthz and /metrics. Every route below is also
+served under `/steve/api/...` (the original web app's STEVE_BASE_URL `.../steve` + `/api`),
+beside SteVe's own REST API (steve_api.py: operations with `chargeBoxIdList`, tasks,
+chargeBoxes, ocppTags, transactions without `stuck`).
 
   POST /api/v1/operations/{Operation}    body {"chargeBoxId": ..., <the operation's fields>}
        200 {"chargeBoxId", "operation", "response": <the charger's CALLRESULT payload>}
@@ -36,6 +40,8 @@ from polaris.ocpp.commands import send_command
 from polaris.ocpp.errors import DB_UNAVAILABLE, ChargerCallError, CommandError
 from polaris.ocpp.metrics import CONTENT_TYPE
 from polaris.ocpp.server import OcppServer
+from polaris.ocpp.steve_api import PREFIXES as STEVE_PREFIXES
+from polaris.ocpp.steve_api import SteveApi
 
 log = get_logger(__name__)
 
@@ -68,7 +74,9 @@ def _auth_middleware(username: str, password: str, metrics_token: str | None):
             return await handler(request)
         if request.path == "/healthz":
             return await handler(request)
-        if not password or not _credentials_ok(request.headers.get("Authorization"), username, password):
+        api_key = request.headers.get("X-API-KEY") or request.headers.get("STEVE-API-KEY")
+        key_ok = bool(password) and api_key is not None and hmac.compare_digest(api_key.encode(), password.encode())
+        if not key_ok and (not password or not _credentials_ok(request.headers.get("Authorization"), username, password)):
             resp = _error(401, "unauthorized", "HTTP Basic credentials STEVE_API_USERNAME / STEVE_API_KEY required")
             resp.headers["WWW-Authenticate"] = 'Basic realm="polaris-ocpp"'
             return resp
@@ -188,9 +196,10 @@ def create_app(server: OcppServer) -> web.Application:
     app[SERVER_KEY] = server
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/v1/status", status)
-    app.router.add_get("/api/v1/chargers/{charge_box_id}", charger)
-    app.router.add_post("/api/v1/operations/{operation}", operation)
-    app.router.add_get("/api/v1/transactions", list_transactions)
-    app.router.add_post("/api/v1/transactions/{transaction_id}/force-close", force_close)
+    for prefix in STEVE_PREFIXES:
+        app.router.add_get(prefix + "/v1/status", status)
+        app.router.add_get(prefix + "/v1/chargers/{charge_box_id}", charger)
+        app.router.add_post(prefix + "/v1/transactions/{transaction_id}/force-close", force_close)
+    # Operations and the transaction list: SteVe's or ours, by what the request carries.
+    app.add_routes(SteveApi(server, operation, list_transactions).routes())
     return app

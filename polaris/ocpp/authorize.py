@@ -36,13 +36,13 @@ async def decide(
     keep_unknown: bool,
     check_concurrent: bool,
 ) -> dict:
-    """The tag's status; ConcurrentTx when asked to check and it is already charging."""
+    """The tag's status; ConcurrentTx when asked to check and it has as many sessions as it may."""
     tag = await id_tags.record_seen(conn, id_tag, charge_box_pk, keep_unknown=keep_unknown)
     info = tag_info(tag, now)
     if (
         check_concurrent
         and info["status"] == "Accepted"
-        and await transactions.has_open_transaction(conn, id_tag)
+        and await transactions.at_active_limit(conn, id_tag)
     ):
         info["status"] = "ConcurrentTx"
     return info

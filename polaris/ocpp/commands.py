@@ -13,6 +13,7 @@ A charger held by another running instance gets the command through it: the host
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from polaris.db.repos import charge_boxes
@@ -29,8 +30,6 @@ from polaris.ocpp.errors import (
 from polaris.ocpp.journal import JournalEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from polaris.ocpp.context import OcppContext
     from polaris.ocpp.session import Session
     from polaris.ocpp.versions import Versions
@@ -83,7 +82,9 @@ async def send_command(
     reservationId gets one allocated by the database.
     """
     ctx = host.ctx
-    cp = host.connections.get(charge_box_id)
+    cp = connected(host.connections, charge_box_id)
+    if cp is not None:
+        charge_box_id = cp.id  # as stored: ids match ignoring case
     operations = host.versions.operations(cp)
     op = operations.get(operation)
     if op is None:
@@ -130,6 +131,15 @@ async def send_command(
     entry.response = answer
     await ctx.journal.record(entry, op.effect(cp.pk, payload, answer))
     return answer
+
+
+def connected(connections: Mapping[str, Session], charge_box_id: str) -> Session | None:
+    """The charger's connection here, its id matched ignoring case (as SteVe does)."""
+    cp = connections.get(charge_box_id)
+    if cp is None:
+        folded = charge_box_id.lower()
+        cp = next((s for key, s in connections.items() if key.lower() == folded), None)
+    return cp
 
 
 async def _offline_reason(ctx: OcppContext, charge_box_id: str) -> str:

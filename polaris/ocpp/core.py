@@ -61,6 +61,8 @@ async def boot(s: Session, info: Boot) -> str:
     except DB_UNAVAILABLE:
         # A boot is no transaction message: answer from what we knew at connect time.
         log.warning("boot not stored: database unavailable", charge_box_id=s.id)
+    log.info("charger booted", charge_box_id=s.id, vendor=info.vendor, model=info.model,
+             firmware=info.firmware_version, registration_status=s.auth.registration_status)
     return s.auth.registration_status
 
 
@@ -80,6 +82,12 @@ async def connector_status(s: Session, connector_id: int, status: str, error_cod
     try:
         async with s.ctx.pool.acquire() as conn:
             await connectors.record_status(conn, **record)
+            if status == "Available" and connector_id > 0:
+                # A refused start on this connector is over: it never counted as a session.
+                closed = await transactions.close_refused(conn, s.pk, s.id, connector_id, record["status_at"])
+                if closed:
+                    log.info("refused starts closed: connector Available", charge_box_id=s.id,
+                             connector_id=connector_id, transaction_ids=closed)
     except DB_UNAVAILABLE:
         s.ctx.presence.defer_status(record)  # written when the database is back
 
@@ -106,7 +114,7 @@ async def start_transaction(s: Session, *, connector_id: int, id_tag: str, meter
             start_timestamp=parse_timestamp(timestamp, received=now), meter_start=meter_start,
             reservation_id=reservation_id,
         )
-        if info["status"] == "Accepted" and await transactions.has_open_transaction(
+        if info["status"] == "Accepted" and await transactions.at_active_limit(
             conn, id_tag, excluding=started.transaction_id
         ):
             info["status"] = "ConcurrentTx"
@@ -136,7 +144,10 @@ async def stop_transaction(s: Session, *, transaction_id: int, meter_stop: int, 
         info = None
         if id_tag:
             info = tags.tag_info(await id_tags.get_id_tag(conn, id_tag), now)
-    if result.outcome != "stopped":
+    if result.outcome == "already_stopped":
+        # A resend after a lost reply: answered again, nothing changes, nothing is kept.
+        log.info("duplicate StopTransaction answered", charge_box_id=s.id, transaction_id=transaction_id)
+    elif result.outcome != "stopped":
         log.warning("StopTransaction kept, not applied", charge_box_id=s.id,
                     transaction_id=transaction_id, outcome=result.outcome)
     if linked is not None:

@@ -54,6 +54,14 @@ class OcppMetrics:
             "time from a command API request to the charger's answer (or the error), by operation",
             ["operation"], buckets=COMMAND_BUCKETS, registry=self.registry,
         )
+        self.refused = Counter(
+            "polaris_ocpp_admission_refused", "connections refused before the upgrade, by HTTP status",
+            ["status"], registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "polaris_ocpp_rate_limited", "charger messages answered CALLERROR for exceeding OCPP_MAX_MESSAGES_PER_SECOND",
+            registry=self.registry,
+        )
         Gauge("polaris_ocpp_connected_chargers", "chargers connected to this instance",
               registry=self.registry).set_function(connected)
         Gauge("polaris_ocpp_meter_hook_dropped", "meter-values hook posts lost (queue full or failed)",

@@ -83,9 +83,9 @@ class OcppServer:
             journal=Journal(pool),
             response_timeout=response_timeout,
         )
-        self.admission = Admission(settings, pool, versions)
+        self.admission = Admission(settings, pool, versions, self.ctx.metrics)
         self.jobs = JobRunner()
-        for job in [*self.ctx.presence.jobs(), maintenance.stuck_transactions(self.ctx)]:
+        for job in [*self.ctx.presence.jobs(), *self.ctx.journal.jobs(), maintenance.stuck_transactions(self.ctx)]:
             self.jobs.add(job)
         # Commands for chargers held by other instances (None: this instance serves only its own).
         self.router: CommandRouter | None = CommandRouter(self) if route_commands else None
@@ -172,6 +172,7 @@ class OcppServer:
             await self.router.close()
         await self.presence.write_connection_changes()
         await self.presence.flush()
+        await self.ctx.journal.flush()
         try:
             async with self.pool.acquire() as conn:
                 await charge_boxes.disconnect_instance(conn, self.instance)
@@ -184,10 +185,12 @@ class OcppServer:
     async def _handle(self, connection: ServerConnection) -> None:
         charger = admitted(connection)
         cp = charger.session(self.ctx, connection, charger.auth)
+        self.admission.opened(charger)
         old = self.connections.get(cp.id)
         self.connections[cp.id] = cp
+        log.info("charger connected", charge_box_id=cp.id, address=charger.address, ocpp=cp.OCPP_VERSION,
+                 security_profile=cp.auth.security_profile, replaces_old=old is not None)
         if old is not None:
-            log.info("charger reconnected; old connection replaced", charge_box_id=cp.id)
             old.connection_lost()
             self.ctx.spawn(old.close(1000, "replaced by a new connection"))
         self.presence.connected(cp.pk, cp.id, True)
@@ -197,6 +200,9 @@ class OcppServer:
             pass
         finally:
             cp.connection_lost()
+            self.admission.closed(charger)
+            log.info("charger disconnected", charge_box_id=cp.id, code=connection.close_code,
+                     reason=(connection.close_reason or "")[:80])
             if self.connections.get(cp.id) is cp:
                 del self.connections[cp.id]
                 self.presence.connected(cp.pk, cp.id, False)

@@ -12,7 +12,12 @@ OCPP-J rules kept here for every version:
     so a handler must never `call` the charger itself (it would wait for a reply it cannot
     read); follow-ups go through `ctx.spawn()`, which tracks the task;
   - at most one outgoing CALL per charger: `call_raw` queues the rest;
-  - a handler that cannot reach the database answers InternalError: the charger resends.
+  - a handler that cannot reach the database answers InternalError: the charger resends;
+  - a charger over OCPP_MAX_MESSAGES_PER_SECOND gets GenericError for each CALL over the rate
+    (answers to our own calls always pass), with one log line per episode;
+  - a charger whose registration is not Accepted (Pending, Rejected) may send only the
+    version's `UNREGISTERED_ACTIONS` (its boot, heartbeats, statuses): anything else gets
+    SecurityError, so a key claimed on first connection buys nothing until an operator accepts.
 
 Built on the `ocpp` library's routing decorator (`@on`), message classes, payload
 dataclasses and case helpers, but not on its ChargePoint class: the library builds a map of
@@ -35,7 +40,7 @@ from ocpp.charge_point import (
     serialize_as_dict,
     snake_to_camel_case,
 )
-from ocpp.exceptions import InternalError, OCPPError
+from ocpp.exceptions import GenericError, InternalError, OCPPError, SecurityError
 from ocpp.messages import Call, CallError, CallResult
 
 from polaris.logs import get_logger
@@ -46,6 +51,7 @@ from polaris.ocpp.errors import (
     FrameError,
     call_error_json,
 )
+from polaris.ocpp.limits import TokenBucket
 
 if TYPE_CHECKING:
     import asyncpg
@@ -69,11 +75,14 @@ class ChargerAuth:
     registration_status: str
     active: bool
     fetched_at: float
+    security_profile: int = 1  # 0: admitted by id alone; 1, 2: HTTP Basic with its key
+    steve_key_bcrypt: str | None = None  # a key brought over from SteVe, not yet proven
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ChargerAuth:
         return cls(row["id"], row["charge_box_id"], row["key_salt"], row["key_hash"],
-                   row["registration_status"], row["active"], time.monotonic())
+                   row["registration_status"], row["active"], time.monotonic(), row["security_profile"],
+                   row["steve_key_bcrypt"])
 
 
 _SNAKE_KEYS: dict[str, str] = {}
@@ -118,8 +127,12 @@ class Session:
     SUBPROTOCOL: ClassVar[str] = ""  # "ocpp1.6"
     OPERATIONS: ClassVar[Mapping[str, Operation]] = {}
     ROUTES: ClassVar[dict[str, Handler]] = {}
+    # What a charger that is not Accepted may send (a version may widen it): these three are
+    # named alike in 1.6 and 2.0.1.
+    UNREGISTERED_ACTIONS: ClassVar[frozenset[str]] = frozenset({"BootNotification", "Heartbeat", "StatusNotification"})
 
-    __slots__ = ("id", "pk", "auth", "ctx", "_connection", "_pending", "_call_lock", "current_unique_id")
+    __slots__ = ("id", "pk", "auth", "ctx", "_connection", "_pending", "_call_lock", "current_unique_id",
+                 "_bucket", "_limited")
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -134,6 +147,9 @@ class Session:
         self._pending: dict[str, asyncio.Future] = {}
         self._call_lock: asyncio.Lock | None = None  # created on the first command
         self.current_unique_id = ""
+        rate = ctx.settings.OCPP_MAX_MESSAGES_PER_SECOND
+        self._bucket = TokenBucket(rate, rate * 5)
+        self._limited = 0  # messages refused in the current episode over the rate
 
     # --- what differs between versions ---------------------------------------------------
 
@@ -167,16 +183,29 @@ class Session:
             await self.route_message(raw)
 
     async def route_message(self, raw: str | bytes) -> None:
+        within_rate = self._within_rate()
         try:
             msg = self.parse_frame(raw)
         except FrameError as exc:
-            log.info("malformed frame", charge_box_id=self.id, error=exc.error.code,
-                     reason=exc.error.description)
-            if exc.unique_id is not None:
-                await self._send(exc.call_error_json())
+            if within_rate:
+                log.info("malformed frame", charge_box_id=self.id, error=exc.error.code,
+                         reason=exc.error.description)
+                if exc.unique_id is not None:
+                    await self._send(exc.call_error_json())
             return
         self.ctx.presence.saw(self.pk)
         if isinstance(msg, Call):
+            if not within_rate:
+                self._count(msg.action, "GenericError")
+                await self._send(call_error_json(msg.unique_id, GenericError(
+                    description=f"rate limit: at most {self._bucket.rate:g} messages per second", details={})))
+                return
+            if self.auth.registration_status != "Accepted" and msg.action not in self.UNREGISTERED_ACTIONS:
+                self._count(msg.action, "SecurityError")
+                await self._send(call_error_json(msg.unique_id, SecurityError(
+                    description=f"registration is {self.auth.registration_status}: an operator must accept "
+                                "this charger first", details={})))
+                return
             await self._handle_call(msg)
             return
         future = self._pending.pop(msg.unique_id, None)
@@ -230,6 +259,20 @@ class Session:
         payload = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
         self._count(msg.action, "ok")
         await self._send(CallResult(msg.unique_id, payload).to_json())
+
+    def _within_rate(self) -> bool:
+        """Take a token; log the first refusal of an episode and its end."""
+        if self._bucket.take():
+            if self._limited:
+                log.info("charger back under the message rate", charge_box_id=self.id, refused=self._limited)
+                self._limited = 0
+            return True
+        if not self._limited:
+            log.warning("charger over the message rate: answering CALLERROR", charge_box_id=self.id,
+                        rate=self._bucket.rate)
+        self._limited += 1
+        self.ctx.metrics.rate_limited.inc()
+        return False
 
     def _count(self, action: str, outcome: str) -> None:
         self.ctx.metrics.messages.labels(action, outcome).inc()

@@ -85,6 +85,8 @@ class JournalEntry(ApiModel):
 
 class ChargerDetail(Charger):
     public_id: str | None = None
+    security_profile: int | None = None  # 0: no password, admitted by id alone
+    rival_claims: int = 0  # refused second claimants while it was Pending
     charge_point_serial_number: str | None = None
     ocpp_protocol: str | None = None
     last_boot_at: datetime | None = None

@@ -100,10 +100,10 @@ def test_admin_errors_are_clear(run):
     r = run("admin", "charger", "add", "CB-1", "--password", "short")
     assert r.returncode == 1 and "16 to 40 characters" in r.stderr
     r = run("admin", "charger", "add", "bad id/with slash", "--password", "sixteen-chars-ok")
-    assert r.returncode == 1 and "must be 1-48 characters" in r.stderr
+    assert r.returncode == 1 and "may not contain = / ( ) < >" in r.stderr
     assert run("admin", "charger", "add", "CB-9", "--password", "sixteen-chars-ok").returncode == 0
-    r = run("admin", "charger", "add", "CB-9", "--password", "sixteen-chars-ok")
-    assert r.returncode == 1 and "charge box CB-9 already exists" in r.stderr
+    r = run("admin", "charger", "add", "cb-9", "--password", "sixteen-chars-ok")
+    assert r.returncode == 1 and "charge box cb-9 already exists (ids match ignoring case)" in r.stderr
     r = run("admin", "tag", "add", "TAG1", "--customer", "nobody@example.com")
     assert r.returncode == 1 and "no customer with email nobody@example.com" in r.stderr
     r = run("admin", "tag", "block", "NOPE")
@@ -148,7 +148,8 @@ async def test_shell_changes_are_audited_like_the_api_as_the_os_user(run, conn):
         ("user.create", "user", str(user_id)),
     ]
     assert {(a["actor_email"], a["actor_user_id"], a["ip"]) for a in rows} == {(f"cli:{getpass.getuser()}", None, None)}
-    assert rows[0]["after"] == {"description": None, "site_name": "Depot"}
+    assert rows[0]["after"] == {"description": None, "site_name": "Depot", "security_profile": 1,
+                                "public_id": rows[0]["after"]["public_id"]}
     assert rows[2]["after"] == {"password": "changed", "charger": "not contacted"}  # never the key itself
     assert rows[3]["after"]["invite_sent"] is False  # `customer add` invites nobody; `customer invite` does
     assert rows[5]["before"] == {"blocked": False} and rows[5]["after"] == {"blocked": True}
@@ -162,3 +163,20 @@ async def test_a_refused_shell_change_is_one_line_and_writes_no_audit_entry(run,
     r = run("admin", "user", "add", "a@example.com", "--role", "admin", "--password", "short")
     assert r.returncode == 1 and "at least 12 characters" in r.stderr
     assert await conn.fetchval("SELECT count(*) FROM app.audit_log") == 0
+
+
+def test_charger_add_with_security_profile_0_and_a_public_id(run):
+    """SteVe's default: chargers registered without any password; a printed QR sticker kept."""
+    r = run("admin", "charger", "add", "Station 7", "--security-profile", "0", "--public-id", "ab12cd34")
+    assert r.returncode == 0, r.stderr
+    assert "public id ab12cd34, security profile 0" in r.stdout
+    listed = {c["charge_box_id"]: c for c in json.loads(run("admin", "charger", "list", "--json").stdout)}
+    assert (listed["Station 7"]["security_profile"], listed["Station 7"]["public_id"]) == (0, "ab12cd34")
+    r = run("admin", "charger", "add", "CB-X", "--security-profile", "0", "--password", "sixteen-chars-ok")
+    assert r.returncode == 1 and "security profile 0 has no password" in r.stderr
+    r = run("admin", "charger", "add", "CB-X")
+    assert r.returncode == 1 and "--security-profile 0" in r.stderr
+    r = run("admin", "charger", "add", "CB-Y", "--password", "sixteen-chars-ok", "--public-id", "ab12cd34")
+    assert r.returncode == 1 and "public id ab12cd34 is taken" in r.stderr
+    r = run("admin", "charger", "add", "CB-Y", "CB-Z", "--password", "sixteen-chars-ok", "--public-id", "zz99zz99")
+    assert r.returncode == 1 and "names one charger" in r.stderr

@@ -92,8 +92,9 @@ async def hooks_web(settings: Settings) -> AsyncIterator[HookReceiver]:
 
 @pytest.fixture
 def ocpp_settings(settings: Settings, hooks_web: HookReceiver) -> Settings:
-    # Never the default 127.0.0.1:8000: another process may be a real web server there.
-    return settings.model_copy(update={"WEB_INTERNAL_URL": hooks_web.url})
+    # Never the default 127.0.0.1:8000: another process may be a real web server there. Tests
+    # send messages back to back: the per-charger rate limit has its own tests.
+    return settings.model_copy(update={"WEB_INTERNAL_URL": hooks_web.url, "OCPP_MAX_MESSAGES_PER_SECOND": 10_000})
 
 
 @pytest.fixture
@@ -190,8 +191,9 @@ class RawClient:
 
 
 async def open_client(ws_url: str, charge_box_id: str = CHARGER_ID, password: str | None = CHARGER_KEY,
-                      *, subprotocols: list[str] | None = None, **kw: Any) -> RawClient:
-    headers = {"Authorization": basic(charge_box_id, password)} if password is not None else {}
+                      *, subprotocols: list[str] | None = None, headers: dict | None = None, **kw: Any) -> RawClient:
+    headers = {**({"Authorization": basic(charge_box_id, password)} if password is not None else {}),
+               **(headers or {})}
     ws = await connect(
         f"{ws_url}/{charge_box_id}",
         subprotocols=["ocpp1.6"] if subprotocols is None else (subprotocols or None),  # type: ignore[arg-type]
@@ -212,6 +214,22 @@ def open_charger():
 def server_factory():
     """Factory: start_server(settings, pool, **OcppServer kwargs) -> (server, api runner, Running)."""
     return start_server
+
+
+@pytest.fixture
+async def sim(ocpp: Running, charger: str, conn: asyncpg.Connection):
+    """A simulated charger (two connectors, no sessions of its own) with a customer's card SIMTAG."""
+    from polaris.db.repos import id_tags
+    from polaris.db.repos.customers import add_customer
+    from polaris.sim.charger import SimulatedCharger
+
+    await add_customer(conn, "driver@example.com")
+    await id_tags.add_id_tag(conn, "SIMTAG", customer_email="driver@example.com")
+    c = SimulatedCharger(ocpp.ws_url, charger, CHARGER_KEY, id_tag="SIMTAG", connectors=2, auto_sessions=False,
+                         step_delay=0.05, heartbeat_interval=3600, seed=1)
+    await c.start()
+    yield c
+    await c.stop()
 
 
 @pytest.fixture

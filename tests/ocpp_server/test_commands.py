@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from polaris.db.repos import id_tags, ocpp_journal
-from polaris.db.repos.customers import add_customer
+from polaris.db.repos import ocpp_journal
 from polaris.ocpp.v16.operations import OPERATIONS
-from polaris.sim.charger import SimulatedCharger
 
 KEY = "charger-key-0123456789"
 SOON = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-
-
-@pytest.fixture
-async def sim(ocpp, charger, conn) -> AsyncIterator[SimulatedCharger]:
-    await add_customer(conn, "driver@example.com")
-    await id_tags.add_id_tag(conn, "SIMTAG", customer_email="driver@example.com")
-    c = SimulatedCharger(ocpp.ws_url, charger, KEY, id_tag="SIMTAG", connectors=2, auto_sessions=False,
-                         step_delay=0.05, heartbeat_interval=3600, seed=1)
-    await c.start()
-    yield c
-    await c.stop()
 
 
 async def _op(ocpp, name: str, **fields):

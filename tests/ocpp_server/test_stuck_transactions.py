@@ -69,6 +69,8 @@ async def test_stuck_flag_after_configured_hours_and_cleared_by_fresh_data(clien
 
 
 async def test_new_session_on_same_connector_flags_the_old_one(client, conn):
+    # Accepted sessions (a refused start is closed instead: test_messages covers that).
+    await conn.execute("INSERT INTO app.id_tags (id_tag) VALUES ('T1'), ('T2')")
     old = await _start(client, ts="2026-01-01T10:00:00Z")
     new = await _start(client, ts="2026-01-02T10:00:00Z", tag="T2")
     rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM ocpp.transactions")}

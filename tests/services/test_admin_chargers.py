@@ -184,3 +184,27 @@ async def test_operation_when_the_ocpp_server_is_down_is_502(web_settings, api, 
     resp = await api.post(f"{BASE}/CB-000/operations/Reset", json={"type": "Hard"}, headers=operator.headers)
     assert resp.status == 502
     assert (await resp.json())["error"] == "ocpp_server_unreachable"
+
+
+async def test_add_with_security_profile_0_and_public_id_then_edit_profile(api, pool, admin):
+    h = admin.headers
+    resp = await api.post(BASE, json={"charge_box_ids": ["Station 7"], "security_profile": 0, "public_id": "ab12cd34"},
+                          headers=h)
+    assert resp.status == 201, await resp.text()
+    item = (await resp.json())["items"][0]
+    assert (item["security_profile"], item["public_id"]) == (0, "ab12cd34")
+    resp = await api.post(BASE, json={"charge_box_ids": ["CB-P"], "security_profile": 0, "password": KEY}, headers=h)
+    assert resp.status == 400 and "has no password" in (await resp.json())["message"]
+    resp = await api.post(BASE, json={"charge_box_ids": ["CB-P"]}, headers=h)
+    assert resp.status == 400 and "needs a password" in (await resp.json())["message"]
+    resp = await api.post(BASE, json={"charge_box_ids": ["Bad(1)"], "password": KEY}, headers=h)
+    assert resp.status == 400 and "may not contain" in (await resp.json())["message"]
+    # Profile 1 needs a password first; setting one moves the charger to profile 1.
+    resp = await api.patch(BASE + "/Station 7", json={"security_profile": 1}, headers=h)
+    assert resp.status == 400 and "set one first" in (await resp.json())["message"]
+    resp = await api.put(BASE + "/Station 7/password", json={"password": KEY}, headers=h)
+    assert resp.status == 204, await resp.text()
+    detail = await (await api.get(BASE + "/Station 7", headers=h)).json()
+    assert detail["security_profile"] == 1 and detail["rival_claims"] == 0
+    resp = await api.patch(BASE + "/Station 7", json={"security_profile": 0}, headers=h)
+    assert resp.status == 200 and (await resp.json())["security_profile"] == 0

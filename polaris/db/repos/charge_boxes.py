@@ -1,8 +1,16 @@
-"""Charge boxes (chargers): registration, keys, and the state the OCPP server keeps."""
+"""Charge boxes (chargers): registration, keys, and the state the OCPP server keeps.
+
+Charge box ids follow SteVe's rules, so chargers move over unchanged: 1 to 255 characters,
+anything but `= / ( ) < >`, no control characters and no surrounding whitespace; two ids
+that differ only in case are one charger (SteVe's column collation ignores case), so the
+OCPP server finds a charger with `lower(charge_box_id)`. Each charger has a security
+profile: 0 admits it by id alone (no key), 1 and 2 by HTTP Basic with its key.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import timedelta
 
 import asyncpg
@@ -11,22 +19,67 @@ from polaris.db.errors import AlreadyExists, InvalidInput
 from polaris.db.notify import CHARGER_EVENTS
 from polaris.keys import check_charger_key, generate_public_id, hash_charger_key, verify_charger_key
 
-CHARGE_BOX_ID = re.compile(r"^[A-Za-z0-9._:*+|@-]{1,48}$")
+CHARGE_BOX_ID_MAX = 255  # SteVe's varchar(255)
+CHARGE_BOX_ID_FORBIDDEN = "=/()<>"
+SECURITY_PROFILES = (0, 1, 2)  # 3 (client certificates) is not supported yet
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{4,32}$")
 
 LIST_COLUMNS = """
     cb.id, cb.charge_box_id, cb.public_id, cb.description, cb.registration_status, cb.active,
     cb.vendor, cb.model, cb.firmware_version, cb.connected, cb.last_seen_at,
-    cb.last_heartbeat_at, cb.last_boot_at, cb.created_at,
+    cb.last_heartbeat_at, cb.last_boot_at, cb.created_at, cb.security_profile,
+    cb.rival_claims, cb.rival_claim_at,
     s.name AS site_name, s.address AS site_address
 """
+_CREDENTIALS = ("id, charge_box_id, key_salt, key_hash, registration_status, active, security_profile, "
+                "steve_key_bcrypt")
+
+
+def charge_box_id_problem(charge_box_id: str) -> str | None:
+    """Why `charge_box_id` is not one SteVe would accept, or None when it is."""
+    if not 1 <= len(charge_box_id) <= CHARGE_BOX_ID_MAX:
+        return f"a charge box id is 1 to {CHARGE_BOX_ID_MAX} characters, got {len(charge_box_id)}"
+    if charge_box_id.strip() != charge_box_id:
+        return "a charge box id has no spaces at its start or end"
+    bad = sorted({c for c in charge_box_id if c in CHARGE_BOX_ID_FORBIDDEN or unicodedata.category(c) == "Cc"})
+    if bad:
+        return (f"a charge box id may not contain {' '.join(CHARGE_BOX_ID_FORBIDDEN)} or control characters "
+                f"(found {', '.join(repr(c) for c in bad)})")
+    return None
 
 
 def check_charge_box_id(charge_box_id: str) -> str:
-    if not CHARGE_BOX_ID.match(charge_box_id):
-        raise InvalidInput(
-            f"charge box id {charge_box_id!r} must be 1-48 characters of letters, digits and ._:*+|@-"
-        )
+    problem = charge_box_id_problem(charge_box_id)
+    if problem:
+        raise InvalidInput(f"charge box id {charge_box_id!r}: {problem}")
     return charge_box_id
+
+
+def check_security_profile(profile: int, password: str | None) -> None:
+    """Profile 0 has no password; 1 and 2 need one (16 to 40 characters)."""
+    if profile not in SECURITY_PROFILES:
+        raise InvalidInput(f"security profile is one of {', '.join(map(str, SECURITY_PROFILES))} "
+                           f"(3, client certificates, is not supported yet), got {profile}")
+    if profile == 0 and password is not None:
+        raise InvalidInput("a charger with security profile 0 has no password (leave it out)")
+    if profile > 0:
+        if password is None:
+            raise InvalidInput(f"a charger with security profile {profile} needs a password")
+        problem = check_charger_key(password)
+        if problem:
+            raise InvalidInput(problem)
+
+
+def check_public_id(public_id: str) -> str:
+    if not PUBLIC_ID.match(public_id):
+        raise InvalidInput("a public id is 4 to 32 letters, digits, '-' or '_' (it is printed in QR codes)")
+    return public_id
+
+
+def _already_exists(exc: asyncpg.UniqueViolationError, charge_box_id: str, public_id: str | None) -> AlreadyExists:
+    if "public_id" in (exc.constraint_name or ""):
+        return AlreadyExists(f"public id {public_id} is taken by another charger")
+    return AlreadyExists(f"charge box {charge_box_id} already exists (ids match ignoring case)")
 
 
 async def _site_id(conn: asyncpg.Connection, site_name: str | None, address: str | None) -> int | None:
@@ -43,53 +96,68 @@ async def _site_id(conn: asyncpg.Connection, site_name: str | None, address: str
     )
 
 
+async def ensure_site(conn: asyncpg.Connection, site_name: str | None, address: str | None) -> int | None:
+    """The site of that name (created, or its address filled in); None without a name."""
+    return await _site_id(conn, site_name, address)
+
+
 async def add_charge_boxes(
     conn: asyncpg.Connection,
     charge_box_ids: list[str],
-    password: str,
+    password: str | None,
     *,
     description: str | None = None,
     site_name: str | None = None,
     site_address: str | None = None,
     registration_status: str = "Accepted",
+    security_profile: int = 1,
+    public_id: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Register chargers sharing one password; all or none (one transaction)."""
+    """Register chargers sharing one password (none for profile 0); all or none (one transaction).
+
+    `public_id` keeps a printed QR sticker working; it names one charger only.
+    """
     if not charge_box_ids:
         raise InvalidInput("name at least one charge box id")
     for cid in charge_box_ids:
         check_charge_box_id(cid)
-    dupes = {c for c in charge_box_ids if charge_box_ids.count(c) > 1}
+    folded = [c.lower() for c in charge_box_ids]
+    dupes = {c for c in charge_box_ids if folded.count(c.lower()) > 1}
     if dupes:
-        raise InvalidInput(f"charge box id given twice: {', '.join(sorted(dupes))}")
-    problem = check_charger_key(password)
-    if problem:
-        raise InvalidInput(problem)
+        raise InvalidInput(f"charge box id given twice (ids match ignoring case): {', '.join(sorted(dupes))}")
+    check_security_profile(security_profile, password)
+    if public_id is not None:
+        check_public_id(public_id)
+        if len(charge_box_ids) > 1:
+            raise InvalidInput("a public id names one charger: add chargers with their own public ids one by one")
     rows = []
     async with conn.transaction():
         site_id = await _site_id(conn, site_name, site_address)
         for cid in charge_box_ids:
-            salt, digest = hash_charger_key(password)
+            salt, digest = hash_charger_key(password) if password is not None else (None, None)
             try:
                 rows.append(
                     await conn.fetchrow(
                         """
                         INSERT INTO ocpp.charge_boxes
                             (charge_box_id, public_id, key_salt, key_hash, description, site_id,
-                             registration_status)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7)
-                        RETURNING id, charge_box_id, public_id, registration_status, created_at
+                             registration_status, security_profile)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        RETURNING id, charge_box_id, public_id, registration_status, security_profile,
+                                  created_at
                         """,
                         cid,
-                        generate_public_id(),
+                        public_id or generate_public_id(),
                         salt,
                         digest,
                         description,
                         site_id,
                         registration_status,
+                        security_profile,
                     )
                 )
-            except asyncpg.UniqueViolationError:
-                raise AlreadyExists(f"charge box {cid} already exists") from None
+            except asyncpg.UniqueViolationError as exc:
+                raise _already_exists(exc, cid, public_id) from None
     return rows
 
 
@@ -98,8 +166,10 @@ async def set_charger_key(conn: asyncpg.Connection, charge_box_id: str, password
     if problem:
         raise InvalidInput(problem)
     salt, digest = hash_charger_key(password)
+    # A charger that gets a password uses it: profile 0 becomes 1.
     status = await conn.execute(
-        "UPDATE ocpp.charge_boxes SET key_salt = $2, key_hash = $3, updated_at = now() "
+        "UPDATE ocpp.charge_boxes SET key_salt = $2, key_hash = $3, "
+        "security_profile = GREATEST(security_profile, 1), updated_at = now() "
         "WHERE charge_box_id = $1",
         charge_box_id,
         salt,
@@ -137,37 +207,68 @@ async def list_charge_boxes(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def get_credentials(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
-    """What the OCPP server needs to admit a connection: pk, key, registration, active."""
+    """What the OCPP server needs to admit a connection: pk, stored id, key, registration,
+    active, security profile. The id matches ignoring case."""
     return await conn.fetchrow(
-        "SELECT id, charge_box_id, key_salt, key_hash, registration_status, active "
-        "FROM ocpp.charge_boxes WHERE charge_box_id = $1",
+        f"SELECT {_CREDENTIALS} FROM ocpp.charge_boxes WHERE lower(charge_box_id) = lower($1)",
         charge_box_id,
     )
 
 
-async def register_pending(conn: asyncpg.Connection, charge_box_id: str, password: str) -> asyncpg.Record:
-    """An unknown charger that connected: kept as Pending, its first password becomes its key."""
+async def register_unknown(conn: asyncpg.Connection, charge_box_id: str, password: str | None,
+                           registration_status: str) -> asyncpg.Record:
+    """An unknown charger that connected (OCPP_UNKNOWN_CHARGERS pending or accepted): its first
+    password becomes its key (profile 1), or it has none (profile 0)."""
     check_charge_box_id(charge_box_id)
-    problem = check_charger_key(password)
-    if problem:
-        raise InvalidInput(problem)
-    salt, digest = hash_charger_key(password)
+    if registration_status not in ("Pending", "Accepted"):
+        raise InvalidInput("an unknown charger is registered Pending or Accepted")
+    salt = digest = None
+    if password is not None:
+        problem = check_charger_key(password)
+        if problem:
+            raise InvalidInput(problem)
+        salt, digest = hash_charger_key(password)
     row = await conn.fetchrow(
-        """
+        f"""
         INSERT INTO ocpp.charge_boxes
-            (charge_box_id, public_id, key_salt, key_hash, registration_status, description)
-        VALUES ($1, $2, $3, $4, 'Pending', 'registered on first connection')
-        ON CONFLICT (charge_box_id) DO NOTHING
-        RETURNING id, charge_box_id, key_salt, key_hash, registration_status, active
+            (charge_box_id, public_id, key_salt, key_hash, registration_status, description,
+             security_profile)
+        VALUES ($1, $2, $3, $4, $5, 'registered on first connection', $6)
+        ON CONFLICT DO NOTHING
+        RETURNING {_CREDENTIALS}
         """,
         charge_box_id,
         generate_public_id(),
         salt,
         digest,
+        registration_status,
+        0 if password is None else 1,
     )
     if row is None:
         raise AlreadyExists(f"charge box {charge_box_id} already exists")
     return row
+
+
+async def adopt_steve_key(conn: asyncpg.Connection, charge_box_pk: int, password: str) -> tuple[bytes, bytes]:
+    """A charger from SteVe proved its password against SteVe's bcrypt hash: keep ours instead."""
+    salt, digest = hash_charger_key(password)
+    await conn.execute(
+        "UPDATE ocpp.charge_boxes SET key_salt = $2, key_hash = $3, steve_key_bcrypt = NULL, updated_at = now() "
+        "WHERE id = $1",
+        charge_box_pk,
+        salt,
+        digest,
+    )
+    return salt, digest
+
+
+async def record_rival_claim(conn: asyncpg.Connection, charge_box_pk: int) -> int:
+    """A second claimant of a Pending charger was refused; how many there have been."""
+    return await conn.fetchval(
+        "UPDATE ocpp.charge_boxes SET rival_claims = rival_claims + 1, rival_claim_at = now(), "
+        "updated_at = now() WHERE id = $1 RETURNING rival_claims",
+        charge_box_pk,
+    )
 
 
 async def record_boot(
@@ -371,7 +472,7 @@ async def update_charge_box(
     """
     from polaris.db.errors import NotFound
 
-    editable = {"description", "site_name", "site_address", "active", "registration_status"}
+    editable = {"description", "site_name", "site_address", "active", "registration_status", "security_profile"}
     unknown = set(changes) - editable
     if unknown:
         raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a charger")
@@ -385,6 +486,14 @@ async def update_charge_box(
         )
         if before is None:
             raise NotFound(f"no charger {charge_box_id}")
+        profile = changes.get("security_profile")
+        if profile is not None:
+            if profile not in SECURITY_PROFILES:
+                raise InvalidInput(f"security profile is one of {', '.join(map(str, SECURITY_PROFILES))}")
+            if profile > 0 and await conn.fetchval(
+                "SELECT key_hash IS NULL FROM ocpp.charge_boxes WHERE id = $1", before["id"]
+            ):
+                raise InvalidInput(f"charger {charge_box_id} has no password: set one first (it moves to profile 1)")
         site_id = None
         if "site_name" in changes:
             site_id = await _site_id(conn, changes["site_name"], changes.get("site_address"))
@@ -397,6 +506,7 @@ async def update_charge_box(
                 active = coalesce($4, active),
                 site_id = CASE WHEN $7 THEN $5::bigint ELSE site_id END,
                 registration_status = coalesce($6, registration_status),
+                security_profile = coalesce($8, security_profile),
                 updated_at = now()
             WHERE charge_box_id = $1
             """,
@@ -407,6 +517,7 @@ async def update_charge_box(
             site_id,
             changes.get("registration_status"),
             "site_name" in changes,
+            profile,
         )
         after = await conn.fetchrow(
             f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "
@@ -461,8 +572,8 @@ async def fleet_counts(conn: asyncpg.Connection, offline_for: timedelta) -> asyn
 async def get_connection_state(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
     """Whether and where a charger is connected, and when it was last heard from."""
     return await conn.fetchrow(
-        "SELECT id, connected, connected_instance, last_seen_at FROM ocpp.charge_boxes "
-        "WHERE charge_box_id = $1",
+        "SELECT id, charge_box_id, connected, connected_instance, last_seen_at FROM ocpp.charge_boxes "
+        "WHERE lower(charge_box_id) = lower($1)",
         charge_box_id,
     )
 

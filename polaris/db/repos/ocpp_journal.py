@@ -182,3 +182,12 @@ async def list_charging_profiles(conn: asyncpg.Connection, charge_box_pk: int) -
         "ORDER BY id",
         charge_box_pk,
     )
+
+
+async def charging_profile_by_pk(conn: asyncpg.Connection, pk: int) -> asyncpg.Record | None:
+    """A kept charging profile by its row id (SteVe's REST API names profiles by pk)."""
+    return await conn.fetchrow(
+        "SELECT id, charging_profile_id, connector_id, stack_level, purpose, profile FROM ocpp.charging_profiles "
+        "WHERE id = $1",
+        pk,
+    )

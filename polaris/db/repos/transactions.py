@@ -55,8 +55,9 @@ async def start_transaction(
 
     The session belongs to the customer who holds the card now (`customer_id`, kept
     whatever happens to the card later: every customer-facing read filters on it).
-    A new session on a connector that still has an open one flags the old one as stuck
-    (its StopTransaction never came) rather than closing it: an operator decides.
+    A new session on a connector that still has an open accepted one flags the old one as
+    stuck (its StopTransaction never came) rather than closing it: an operator decides. An
+    open refused start there (Blocked, Invalid, ConcurrentTx...) is closed: it was never one.
     """
     async with conn.transaction():
         row = await conn.fetchrow(
@@ -81,11 +82,13 @@ async def start_transaction(
         )
         tx_id, created = row["id"], row["created"]
         if created:
+            await close_refused(conn, charge_box_pk, charge_box_id, connector_id, start_timestamp,
+                                excluding=tx_id)
             await conn.execute(
-                """
+                f"""
                 UPDATE ocpp.transactions SET stuck_since = now(), updated_at = now()
                 WHERE charge_box_pk = $1 AND connector_id = $2 AND stop_timestamp IS NULL
-                  AND id <> $3 AND stuck_since IS NULL
+                  AND id <> $3 AND stuck_since IS NULL AND {ACCEPTED}
                 """,
                 charge_box_pk,
                 connector_id,
@@ -103,21 +106,49 @@ async def start_transaction(
     return StartResult(tx_id, created)
 
 
-async def has_open_transaction(
-    conn: asyncpg.Connection, id_tag: str, *, excluding: int | None = None
-) -> bool:
-    """Whether the tag is charging somewhere (stuck sessions do not count)."""
+# Only an accepted start is a session: a refused one (Blocked, Expired, Invalid, ConcurrentTx)
+# never counts as active. Rows from before id_tag_status was kept count as accepted.
+ACCEPTED = "coalesce(id_tag_status, 'Accepted') = 'Accepted'"
+
+
+async def at_active_limit(conn: asyncpg.Connection, id_tag: str, *, excluding: int | None = None) -> bool:
+    """Whether the tag already has as many active sessions as it may (its max_active_transactions,
+    1 for a tag we do not know; -1 is no limit). Stuck and refused sessions do not count."""
     return await conn.fetchval(
-        """
-        SELECT EXISTS (
-            SELECT 1 FROM ocpp.transactions
-            WHERE lower(id_tag) = lower($1) AND stop_timestamp IS NULL AND stuck_since IS NULL
-              AND id IS DISTINCT FROM $2
-        )
+        f"""
+        SELECT lim <> -1 AND active >= lim FROM (
+            SELECT coalesce((SELECT max_active_transactions FROM app.id_tags
+                             WHERE lower(id_tag) = lower($1)), 1) AS lim,
+                   (SELECT count(*) FROM ocpp.transactions
+                    WHERE lower(id_tag) = lower($1) AND stop_timestamp IS NULL AND stuck_since IS NULL
+                      AND {ACCEPTED} AND id IS DISTINCT FROM $2) AS active
+        ) x
         """,
         id_tag,
         excluding,
     )
+
+
+async def close_refused(conn: asyncpg.Connection, charge_box_pk: int, charge_box_id: str, connector_id: int,
+                        at: datetime, *, excluding: int | None = None) -> list[int]:
+    """Close the open refused starts of a connector (it reported Available, or a new start came);
+    no energy, `stopped_by` inferred. Their ids."""
+    rows = await conn.fetch(
+        f"""
+        UPDATE ocpp.transactions SET stop_timestamp = GREATEST(start_timestamp, $4), meter_stop = meter_start,
+            stop_reason = 'DeAuthorized', stopped_by = 'inferred', updated_at = now()
+        WHERE charge_box_pk = $1 AND connector_id = $2 AND stop_timestamp IS NULL AND NOT {ACCEPTED}
+          AND id IS DISTINCT FROM $3
+        RETURNING id, id_tag
+        """,
+        charge_box_pk,
+        connector_id,
+        excluding,
+        at,
+    )
+    for r in rows:
+        await _notify(conn, "stopped", r["id"], charge_box_id, connector_id, r["id_tag"])
+    return [r["id"] for r in rows]
 
 
 @dataclass(frozen=True)

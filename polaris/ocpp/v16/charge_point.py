@@ -31,6 +31,8 @@ class ChargePoint(Session):
     NAME = "OCPP 1.6J"
     SUBPROTOCOL = "ocpp1.6"
     OPERATIONS = OPERATIONS
+    # While Pending or Rejected a 1.6 charger boots, heartbeats and reports its state, nothing more.
+    UNREGISTERED_ACTIONS = Session.UNREGISTERED_ACTIONS | {"DiagnosticsStatusNotification", "FirmwareStatusNotification"}
 
     __slots__ = ()
 

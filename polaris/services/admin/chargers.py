@@ -19,7 +19,9 @@ from polaris.services.openapi import ADMIN, Call, Model, Out, add_endpoints, end
 
 TAG = "chargers"
 BASE = "/api/admin/v1/chargers"
-ChargeBoxId = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._:*+|@-]{1,48}$")
+# SteVe's charset (charge_boxes.charge_box_id_problem says why one is refused).
+ChargeBoxId = Field(min_length=1, max_length=255, pattern=r"^[^=/()<>\s\x00-\x1f\x7f](?:[^=/()<>\x00-\x1f\x7f]*[^=/()<>\s\x00-\x1f\x7f])?$")
+SecurityProfile = Literal[0, 1, 2]
 
 
 class ConnectorOut(Out):
@@ -37,6 +39,7 @@ class ChargerOut(Out):
     site_name: str | None
     site_address: str | None
     registration_status: str
+    security_profile: int = Field(description="0: admitted by id alone (no password); 1, 2: HTTP Basic with its key")
     active: bool
     connected: bool
     vendor: str | None
@@ -63,6 +66,9 @@ class JournalEntryOut(Out):
 
 
 class ChargerDetailOut(ChargerOut):
+    rival_claims: int = Field(0, description="refused second claimants while it was Pending: accept it only if you "
+                                             "know which one is real")
+    rival_claim_at: datetime | None = None
     charge_point_serial_number: str | None = None
     charge_box_serial_number: str | None = None
     iccid: str | None = None
@@ -92,7 +98,12 @@ class OperationParams(ChargerParams):
 
 class ChargerCreate(Model):
     charge_box_ids: list[str] = Field(min_length=1, max_length=1000, description="one or many, same password")
-    password: str = Field(min_length=16, max_length=40, description="the chargers' AuthorizationKey")
+    password: str | None = Field(None, min_length=16, max_length=40,
+                                 description="the chargers' AuthorizationKey; none for security profile 0")
+    security_profile: SecurityProfile = Field(1, description="0: no password, admitted by id alone at the paths "
+                                                             "OCPP_PROFILE0_PATHS enables; 1, 2: HTTP Basic")
+    public_id: str | None = Field(None, min_length=4, max_length=32, pattern=r"^[A-Za-z0-9_-]{4,32}$",
+                                  description="keep a printed QR sticker's id (one charger only)")
     description: str | None = Field(None, max_length=500)
     site_name: str | None = Field(None, min_length=1, max_length=200)
     site_address: str | None = Field(None, max_length=500)
@@ -104,6 +115,7 @@ class ChargerPatch(Model):
     site_address: str | None = Field(None, max_length=500)
     active: bool | None = Field(None, description="false deactivates: the charger is refused at connect")
     registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
+    security_profile: SecurityProfile | None = Field(None, description="1 or 2 needs a password set first")
 
 
 class ChargerPassword(Model):
@@ -167,7 +179,7 @@ async def get_charger(request: web.Request, call: Call) -> ChargerDetailOut:
 @endpoint(
     "POST",
     BASE,
-    summary="Add chargers sharing one password (admins: it is a secret)",
+    summary="Add chargers sharing one password, or none with security profile 0 (admins: it is a secret)",
     tag=TAG,
     roles=ADMIN,
     body=ChargerCreate,
@@ -181,6 +193,7 @@ async def add_chargers(request: web.Request, call: Call) -> ChargerPage:
         rows = await actions.add_chargers(
             conn, actor_of(request, call), b.charge_box_ids, b.password,
             description=b.description, site_name=b.site_name, site_address=b.site_address,
+            security_profile=b.security_profile, public_id=b.public_id,
         )
         details = [await charge_boxes.get_charge_box_detail(conn, r["charge_box_id"]) for r in rows]
     return ChargerPage(items=[ChargerOut.model_validate(dict(d)) for d in details])

@@ -93,6 +93,11 @@ class ChargerDetailScreen(ForwardWorkerErrors, Screen):
             f"  boot {age(ch.last_boot_at, now)}"
             f"  registration {ch.registration_status or '?'}",
         ]
+        if ch.security_profile == 0:
+            lines.append("[yellow]security profile 0: no password, anyone who knows its id can connect as it[/]")
+        if ch.rival_claims:
+            lines.append(f"[red]{ch.rival_claims} other client(s) claimed this id with another key while it was "
+                         "Pending: accept it only if you know which one is real[/]")
         self.query_one("#charger-summary", Static).update("\n".join(lines))
         c = self.query_one("#connectors", DataTable)
         c.clear()

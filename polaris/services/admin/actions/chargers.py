@@ -22,26 +22,32 @@ async def add_chargers(
     conn: asyncpg.Connection,
     actor: Actor,
     charge_box_ids: list[str],
-    password: str,
+    password: str | None,
     *,
     description: str | None = None,
     site_name: str | None = None,
     site_address: str | None = None,
+    security_profile: int = 1,
+    public_id: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Register chargers sharing one password, all or none; one audit entry each."""
+    """Register chargers sharing one password (none for security profile 0), all or none; one
+    audit entry each (never the password)."""
     async with conn.transaction():
         rows = await charge_boxes.add_charge_boxes(
-            conn, charge_box_ids, password, description=description, site_name=site_name, site_address=site_address
+            conn, charge_box_ids, password, description=description, site_name=site_name, site_address=site_address,
+            security_profile=security_profile, public_id=public_id,
         )
         for r in rows:
             await record(conn, actor, "charger.add", "charger", r["charge_box_id"],
-                         after={"description": description, "site_name": site_name})
+                         after={"description": description, "site_name": site_name,
+                                "security_profile": security_profile, "public_id": r["public_id"]})
     return rows
 
 
 async def edit_charger(conn: asyncpg.Connection, actor: Actor, charge_box_id: str, changes: dict) -> None:
-    """Description, site, active (deactivate), registration status; audited when anything changed."""
-    refuse_nulls(changes, "active", "registration_status")
+    """Description, site, active (deactivate), registration status, security profile; audited when
+    anything changed."""
+    refuse_nulls(changes, "active", "registration_status", "security_profile")
     async with conn.transaction():
         before, after = await charge_boxes.update_charge_box(conn, charge_box_id, changes)
         b, a = changed(before, after)
