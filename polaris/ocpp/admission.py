@@ -192,11 +192,13 @@ class Admission:
             return self._during_backoff(key, password, locked)
         if key in self.unknown:
             return self._failed(key, address, Refusal(404, f"unknown charge box {charge_box_id}"))
+        lookups = self.lookups
         auth = await self._credentials(key)
         if isinstance(auth, Refusal):
             return auth
         if auth is None:
             return await self._unknown(charge_box_id, prefix, password, address)
+        from_cache = self.lookups == lookups
         if not auth.active:
             return self._failed(key, address, Refusal(401, "charge box is disabled"))
         if auth.security_profile == 0:
@@ -216,7 +218,17 @@ class Admission:
             return await self._steve_key(key, address, auth, password)
         if auth.key_hash is None or auth.key_salt is None:
             return self._failed(key, address, Refusal(401, "charge box has no key set"))
-        if not verify_charger_key(password, auth.key_salt, auth.key_hash):
+        if not verify_charger_key(password, auth.key_salt, auth.key_hash) and from_cache:
+            # The key may have changed since we cached it (an operator rotated it): look once more.
+            self._cache.pop(key, None)
+            fresh = await self._credentials(key)
+            if isinstance(fresh, Refusal):
+                return fresh
+            if fresh is None:
+                return await self._unknown(charge_box_id, prefix, password, address)
+            auth = fresh
+        if (auth.key_hash is None or auth.key_salt is None
+                or not verify_charger_key(password, auth.key_salt, auth.key_hash)):
             if auth.registration_status == "Pending":
                 await self._rival_claim(auth, address)
                 return self._failed(key, address, Refusal(401, "another key already claimed this Pending charger"))

@@ -224,3 +224,18 @@ def xff(n: int) -> dict:
     """Connect as client 10.9.0.n behind our proxy (TRUSTED_PROXIES=127.0.0.1 in the test); the left hop is the
     client's own claim and never believed."""
     return {"X-Forwarded-For": f"203.0.113.7, 10.9.0.{n}"}
+
+
+async def test_a_rotated_key_is_accepted_at_once_not_after_the_cache_expires(make_server, conn, open_charger):
+    # The key endpoint stores the new key once the charger accepted it; the charger then
+    # reconnects with it within seconds, while our cache still holds the old one.
+    await charge_boxes.add_charge_boxes(conn, ["CB-1"], KEY)
+    running = await make_server()
+    c = await open_charger(running.ws_url, "CB-1", KEY)
+    await c.ws.close()
+    new_key = "rotated-key-0123456789"
+    assert await charge_boxes.set_charger_key(conn, "CB-1", new_key)
+    c = await open_charger(running.ws_url, "CB-1", new_key)
+    await c.ws.close()
+    # And the old key is refused now, cache or not.
+    assert (await _refusal(open_charger(running.ws_url, "CB-1", KEY)))[0] == 401
