@@ -160,6 +160,10 @@ async def test_import_then_chargers_connect_unchanged_and_sessions_continue(
     txs = {r["id"]: r for r in await conn.fetch("SELECT * FROM ocpp.transactions")}
     assert set(txs) == {101, 205, 206}
     assert (txs[101]["meter_stop"], txs[101]["stopped_by"]) == (5000, "charger") and txs[205]["stop_timestamp"] is None
+    # Each session belongs to its card's owner as imported, so Alice's portal shows her history.
+    owner = {t.lower(): row["customer_id"] for t, row in tags.items()}
+    assert {i: t["customer_id"] for i, t in txs.items()} == {i: owner.get(t["id_tag"].lower()) for i, t in txs.items()}
+    assert alice["id"] in {t["customer_id"] for t in txs.values()}
     billed = {r["transaction_id"]: r for r in await conn.fetch("SELECT * FROM billing.transaction_sync_state")}
     assert (billed[101]["billed_wh"], billed[101]["done"]) == (4000, True)
     assert (billed[205]["billed_wh"], billed[205]["done"]) == (500, False) and 206 not in billed

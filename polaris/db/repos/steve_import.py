@@ -98,14 +98,19 @@ async def insert_transaction(conn: asyncpg.Connection, *, transaction_id: int, c
                              id_tag: str, start_timestamp: datetime, meter_start: int, stop_timestamp: datetime | None,
                              meter_stop: int | None, stop_reason: str | None, stopped_by: str | None) -> bool:
     """SteVe's session under its own id; False when the same session (charger, connector, card,
-    start, meterStart) is here already under another id."""
+    start, meterStart) is here already under another id.
+
+    The session belongs to the card's owner as imported (SteVe kept no customer per session:
+    the card's holder at the move is the best record there is), as `start_transaction` does.
+    """
     row = await conn.fetchrow(
         """
         INSERT INTO ocpp.transactions
             (id, charge_box_pk, connector_id, id_tag, id_tag_status, start_timestamp, meter_start, stop_timestamp,
-             meter_stop, stop_reason, stopped_by)
+             meter_stop, stop_reason, stopped_by, customer_id)
         OVERRIDING SYSTEM VALUE
-        VALUES ($1, $2, $3, $4, 'Accepted', $5, $6, $7, $8, $9, $10)
+        VALUES ($1, $2, $3, $4, 'Accepted', $5, $6, $7, $8, $9, $10,
+                (SELECT customer_id FROM app.id_tags WHERE lower(id_tag) = lower($4)))
         ON CONFLICT (charge_box_pk, connector_id, lower(id_tag), start_timestamp, meter_start) DO NOTHING
         RETURNING id
         """,
