@@ -186,7 +186,7 @@ async def test_operation_when_the_ocpp_server_is_down_is_502(web_settings, api, 
     assert (await resp.json())["error"] == "ocpp_server_unreachable"
 
 
-async def test_add_with_security_profile_0_and_public_id_then_edit_profile(api, pool, admin):
+async def test_add_with_security_profile_0_and_public_id_then_edit_profile(command_api, api, pool, admin):
     h = admin.headers
     resp = await api.post(BASE, json={"charge_box_ids": ["Station 7"], "security_profile": 0, "public_id": "ab12cd34"},
                           headers=h)
@@ -202,8 +202,9 @@ async def test_add_with_security_profile_0_and_public_id_then_edit_profile(api, 
     # Profile 1 needs a password first; setting one moves the charger to profile 1.
     resp = await api.patch(BASE + "/Station 7", json={"security_profile": 1}, headers=h)
     assert resp.status == 400 and "set one first" in (await resp.json())["message"]
+    command_api.offline.add("Station 7")  # not connected: only the stored key is set
     resp = await api.put(BASE + "/Station 7/password", json={"password": KEY}, headers=h)
-    assert resp.status == 204, await resp.text()
+    assert resp.status == 200 and (await resp.json())["charger_updated"] is False, await resp.text()
     detail = await (await api.get(BASE + "/Station 7", headers=h)).json()
     assert detail["security_profile"] == 1 and detail["rival_claims"] == 0
     resp = await api.patch(BASE + "/Station 7", json={"security_profile": 0}, headers=h)
