@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from polaris.config import Settings
 from polaris.db.embedded import start_embedded
 from polaris.db.migrate import migrate
 from polaris.db.pool import connect, create_pool
+from polaris.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / ".polaris" / "test"
@@ -132,3 +134,28 @@ def settings(db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
         if k in Settings.model_fields:
             monkeypatch.delenv(k)
     return Settings(_env_file=None, DATABASE_URL=db_dsn, **TEST_SECRETS)  # type: ignore[call-arg]
+
+
+def _ours(handler: logging.Handler) -> bool:
+    """Handlers that are not pytest's own capture handlers (those come and go per test)."""
+    return not type(handler).__module__.startswith("_pytest")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging_configured() -> None:
+    """Logs go to stderr as the services write them, whatever test ran first."""
+    configure_logging("INFO", "console")
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that reconfigures logging (a CLI run, a quiet smoke test) leaves it as it found it."""
+    root = logging.getLogger()
+    level, handlers = root.level, [h for h in root.handlers if _ours(h)]
+    levels = {name: logging.getLogger(name).level for name in ("polaris", "polaris.sim", "polaris.ocpp")}
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers + [h for h in root.handlers if not _ours(h)]
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)
+        logging.getLogger(name).disabled = False
