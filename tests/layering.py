@@ -21,22 +21,29 @@ import polaris
 SOURCE_ROOT = Path(polaris.__file__).parent.parent
 
 
-def module_name(path: Path) -> str:
-    """`polaris/sync/ledger.py` -> `polaris.sync.ledger` (a package's `__init__` -> the package)."""
-    parts = list(path.resolve().relative_to(SOURCE_ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = SOURCE_ROOT) -> str:
+    """`polaris/sync/ledger.py` -> `polaris.sync.ledger` (a package's `__init__` -> the package);
+    `root` is the directory the dotted names start from."""
+    parts = list(path.resolve().relative_to(root.resolve()).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def imports_of(path: Path, module: str | None = None) -> set[str]:
-    """Every module (and `module.name`) the file imports, relative imports made absolute
-    against `module`, the file's own dotted name (by default from where it lies)."""
+def modules_of(package_dir: Path, root: Path = SOURCE_ROOT) -> dict[str, Path]:
+    """{dotted name: file} for every module under `package_dir`."""
+    return {module_name(p, root): p for p in sorted(package_dir.rglob("*.py"))}
+
+
+def import_statements(path: Path, module: str | None = None) -> list[tuple[str, list[str]]]:
+    """(module, names imported from it) for every import anywhere in the file (functions and
+    TYPE_CHECKING blocks included), relative imports made absolute against `module`, the
+    file's own dotted name (by default from where it lies). A plain `import m` is (m, [])."""
     tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
+    found: list[tuple[str, list[str]]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
+            found += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             name = node.module or ""
             if node.level:
@@ -44,8 +51,64 @@ def imports_of(path: Path, module: str | None = None) -> set[str]:
                 if path.name != "__init__.py":
                     package.pop()
                 name = ".".join(package[: len(package) - node.level + 1] + ([name] if name else []))
-            found.add(name)
-            found |= {f"{name}.{a.name}" for a in node.names}
+            found.append((name, [a.name for a in node.names]))
+    return found
+
+
+def imports_of(path: Path, module: str | None = None) -> set[str]:
+    """Every module (and `module.name`) the file imports: `from m import x` names m and m.x."""
+    return {n for base, names in import_statements(path, module) for n in (base, *(f"{base}.{x}" for x in names))}
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of `modules` it imports: `from pkg import mod` is an edge to mod,
+    `from pkg import name` (not a module) an edge to pkg, as import-linter counts them (a
+    package's `__init__` re-exporting its own submodule is no circle)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for base, names in import_statements(path, name):
+            subs = {f"{base}.{x}" for x in names} & modules.keys()
+            edges |= subs
+            if len(subs) < len(names) or not names:
+                edges.add(base)
+        graph[name] = {m for m in edges if m in modules and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: strongly connected components of more than one module (Tarjan),
+    each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
     return found
 
 

@@ -4,12 +4,12 @@ OCPP version's handlers sit on the version-neutral core and never on the server.
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import polaris.ocpp
+from tests.layering import cycles, hits, import_graph, imports_of, modules_of
 
 OCPP = Path(polaris.ocpp.__file__).parent
 PACKAGE = "polaris.ocpp"
@@ -20,77 +20,12 @@ PROCESS = ("polaris.ocpp.server", "polaris.ocpp.api", "polaris.ocpp.main")
 MAX_LINES = 500
 
 
-def module_name(path: Path) -> str:
-    parts = [PACKAGE, *path.relative_to(OCPP).with_suffix("").parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(p): p for p in sorted(OCPP.rglob("*.py"))}
-
-
-def imports_of(path: Path) -> set[str]:
-    """Every module named by an import, TYPE_CHECKING blocks and function bodies included.
-
-    `from package import name` names `package.name` when that is a module of ours (as
-    import-linter counts it), else the package: a package's `__init__` re-exporting its own
-    submodule is no circle.
-    """
-    tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = {f"{node.module}.{a.name}" for a in node.names}
-            submodules = names & MODULES.keys()
-            found |= names
-            if submodules != names:
-                found.add(node.module)
-    return found
-
-
-def hits(names: set[str], prefixes: tuple[str, ...]) -> set[str]:
-    return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
+MODULES = modules_of(OCPP)
 
 
 def graph() -> dict[str, set[str]]:
     """Module -> the modules of polaris.ocpp it imports."""
-    return {m: {n for n in imports_of(p) if n in MODULES and n != m} for m, p in MODULES.items()}
-
-
-def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """The import circles (strongly connected components of more than one module), Tarjan."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(edges.get(v, ())):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for v in sorted(edges):
-        if v not in index:
-            visit(v)
-    return found
+    return import_graph(MODULES)
 
 
 def test_the_ocpp_server_never_imports_the_processes_above_it():

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import polaris
+from tests.layering import cycles, hits, import_graph, imports_of, modules_of
 
 ROOT = Path(polaris.__file__).parent
 SERVICES = ROOT / "services"
@@ -21,33 +22,15 @@ AUTH = SERVICES / "auth"
 
 # Dynamic imports allowed, by file: only where a user's plugin would be loaded (none today).
 PLUGIN_LOADERS: dict[str, str] = {}
-# Wiring another branch of issue 11 retires (the events split rewrites admin/live.py);
-# remove the entry once it has landed.
 DYNAMIC = {"find_spec", "import_module", "__import__", "spec_from_file_location", "module_from_spec"}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imports_of(path: Path) -> set[str]:
-    """Every module `path` imports, anywhere in it (functions and TYPE_CHECKING blocks included).
-
-    `from a.b import c` counts as importing `a.b` and `a.b.c` (which is a module or a name in
-    `a.b`; callers keep the ones that are modules).
-    """
+def absolute_imports_of(path: Path) -> set[str]:
+    """`imports_of`, and the house imports absolutely: a relative import fails the test."""
     tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}: the house imports absolutely"
-            base = node.module or ""
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
-    return found
+    relative = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    assert not relative, f"{path}: the house imports absolutely (line {relative[0]})"
+    return imports_of(path)
 
 
 def dynamic_imports(path: Path) -> set[str]:
@@ -64,30 +47,6 @@ def dynamic_imports(path: Path) -> set[str]:
     return hits
 
 
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Each import circle once, as the list of modules along it (depth-first search)."""
-    found: list[list[str]] = []
-    seen: set[frozenset[str]] = set()
-
-    def walk(node: str, path: list[str]) -> None:
-        for nxt in sorted(graph.get(node, ())):
-            if nxt in path:
-                circle = path[path.index(nxt):]
-                if frozenset(circle) not in seen:
-                    seen.add(frozenset(circle))
-                    found.append([*circle, nxt])
-            else:
-                walk(nxt, [*path, nxt])
-
-    for start in sorted(graph):
-        walk(start, [start])
-    return found
-
-
-def hits(names: set[str], prefixes: tuple[str, ...]) -> set[str]:
-    return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
-
-
 def test_no_dynamic_imports_in_polaris():
     files = sorted(ROOT.rglob("*.py"))
     assert len(files) > 100
@@ -97,26 +56,24 @@ def test_no_dynamic_imports_in_polaris():
 
 
 def test_no_import_circle_among_the_auth_modules():
-    files = sorted(AUTH.glob("*.py"))
-    modules = {module_name(f): f for f in files}
+    modules = modules_of(AUTH)
     assert len(modules) >= 6
-    graph = {name: (imports_of(path) & set(modules)) - {name} for name, path in modules.items()}
-    assert cycles(graph) == []
+    assert cycles(import_graph(modules)) == []
 
 
 def test_the_admin_side_and_the_portal_do_not_import_each_other():
     admin = sorted((SERVICES / "admin").rglob("*.py"))
     assert any(f.parent.name == "actions" for f in admin)
-    bad = {str(f.relative_to(ROOT)): hits(imports_of(f), ("polaris.customer_web",)) for f in admin}
+    bad = {str(f.relative_to(ROOT)): hits(absolute_imports_of(f), ("polaris.customer_web",)) for f in admin}
     assert {k: v for k, v in bad.items() if v} == {}
     portal = sorted((ROOT / "customer_web").rglob("*.py"))
-    bad = {str(f.relative_to(ROOT)): hits(imports_of(f), ("polaris.services.admin",)) for f in portal}
+    bad = {str(f.relative_to(ROOT)): hits(absolute_imports_of(f), ("polaris.services.admin",)) for f in portal}
     assert {k: v for k, v in bad.items() if v} == {}
 
 
 def test_only_the_app_factory_wires_the_portal_into_services():
     files = [f for f in sorted(SERVICES.rglob("*.py")) if f != SERVICES / "app.py"]
-    bad = {str(f.relative_to(ROOT)): hits(imports_of(f), ("polaris.customer_web",)) for f in files}
+    bad = {str(f.relative_to(ROOT)): hits(absolute_imports_of(f), ("polaris.customer_web",)) for f in files}
     assert {k: v for k, v in bad.items() if v} == {}
 
 
@@ -141,5 +98,5 @@ def test_the_checkers_see_what_they_forbid(tmp_path):
     g = tmp_path / "y.py"
     g.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from polaris.customer_web import portal\n")
     assert hits(imports_of(g), ("polaris.customer_web",)) == {"polaris.customer_web", "polaris.customer_web.portal"}
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import polaris.sim
+from tests.layering import cycles, import_graph, imports_of, modules_of
 
 SIM = Path(polaris.sim.__file__).parent
 # What the simulator may use of polaris: itself and the small shared modules.
@@ -18,77 +19,8 @@ SERVER = ("polaris.ocpp", "polaris.services", "polaris.db", "polaris.sync", "pol
 MAX_LINES = 500
 
 
-def module_name(path: Path, root: Path = SIM, package: str = "polaris.sim") -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join([package, *parts])
-
-
-def import_statements(path: Path, name: str) -> list[tuple[str, list[str]]]:
-    """(module, names imported from it) for every import in `path`, anywhere in the file
-    (TYPE_CHECKING blocks and function bodies included); relative imports resolved against
-    `name`. A plain `import m` is (m, [])."""
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: list[tuple[str, list[str]]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(a.name, []) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
-            found.append((base, [a.name for a in node.names]))
-    return found
-
-
-def imports_of(path: Path, name: str) -> set[str]:
-    """Every dotted name an import in `path` mentions (`from m import x`: m and m.x)."""
-    return {n for base, names in import_statements(path, name) for n in (base, *(f"{base}.{x}" for x in names))}
-
-
 def sim_modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(SIM.rglob("*.py"))}
-
-
-def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """Module -> the modules of the same tree it imports: `from pkg import mod` is an edge to
-    mod, `from pkg import name` (not a module) an edge to pkg."""
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        edges: set[str] = set()
-        for base, names in import_statements(path, name):
-            subs = {f"{base}.{x}" for x in names} & modules.keys()
-            edges |= subs
-            if len(subs) < len(names) or not names:
-                edges.add(base)
-        graph[name] = {m for m in edges if m in modules and m != name}
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import circle (A, B, ..., A), or None."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (cycle := visit(node)):
-            return cycle
-    return None
+    return modules_of(SIM)
 
 
 def outside(names: set[str]) -> set[str]:
@@ -125,7 +57,7 @@ def test_the_simulator_imports_nothing_of_the_server():
 def test_no_import_circle_among_the_simulators_modules():
     graph = import_graph(sim_modules())
     assert "polaris.sim.station" in graph["polaris.sim.v16.handlers"]  # the graph sees real edges
-    assert find_cycle(graph) is None
+    assert cycles(graph) == []
 
 
 def test_adapters_and_parts_use_each_others_public_api_only():
@@ -161,10 +93,10 @@ def test_the_checkers_see_what_they_look_for(tmp_path):
     (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .sub import c\n")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "c.py").write_text("def f():\n    from pkg.a import x\n    return other._secret, self._mine\n")
-    modules = {module_name(p, pkg, "pkg"): p for p in sorted(pkg.rglob("*.py"))}
+    modules = modules_of(pkg, tmp_path)
     assert outside(imports_of(modules["pkg.a"], "pkg.a")) == {"polaris.db.repos", "polaris.db.repos.users"}
     assert outside({"polaris.logs", "polaris.sim.errors", "polaris.simulator"}) == {"polaris.simulator"}
     graph = import_graph(modules)
     assert graph["pkg.b"] == {"pkg.sub.c"}  # relative, under TYPE_CHECKING
-    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]
+    assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
     assert private_reaches(modules["pkg.sub.c"]) == ["line 3: other._secret"]
