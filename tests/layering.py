@@ -126,12 +126,25 @@ def forbidden_imports(package_dir: Path, prefixes: Sequence[str]) -> dict[str, s
 
 def loaded_by_importing(package: str, prefixes: Sequence[str]) -> list[str]:
     """The modules under `prefixes` that importing every module of `package` loads."""
-    code = (
-        "import importlib, json, pkgutil, sys\n"
+    return _loaded(
         f"pkg = importlib.import_module({package!r})\n"
         "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-        "    importlib.import_module(m.name)\n"
-        f"prefixes = {tuple(prefixes)!r}\n"
+        "    importlib.import_module(m.name)\n",
+        prefixes,
+    )
+
+
+def loaded_by(modules: Sequence[str], prefixes: Sequence[str]) -> list[str]:
+    """The modules under `prefixes` that importing just `modules` (an entry point) loads."""
+    return _loaded("".join(f"importlib.import_module({m!r})\n" for m in modules), prefixes)
+
+
+def _loaded(imports: str, prefixes: Sequence[str]) -> list[str]:
+    """Run `imports` in a fresh interpreter and list what of `prefixes` it left loaded."""
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        + imports
+        + f"prefixes = {tuple(prefixes)!r}\n"
         "print(json.dumps(sorted(m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in prefixes))))\n"
     )
     proc = subprocess.run(

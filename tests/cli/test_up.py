@@ -21,6 +21,7 @@ import httpx
 
 from polaris.cli.up import last_error_line
 from polaris.config import Settings
+from tests.ports import free_ports
 
 # The demo's generated secrets, forced to start with "-" as an unlucky first run's did.
 RUN_UP = """
@@ -30,17 +31,6 @@ polaris.demo.generate_password = lambda nbytes=18: "-" + secrets.token_urlsafe(n
 from polaris.cli.main import main
 sys.exit(main(["up"]))
 """
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _env(ports: dict[str, int]) -> dict[str, str]:
@@ -136,7 +126,7 @@ def test_up_runs_with_a_dash_password_and_again_in_the_same_directory(tmp_path):
     workdir = tmp_path / "checkout"
     workdir.mkdir()
     names = ("web", "ocpp", "api", "lago", "metrics")
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = _env(ports)
     log = tmp_path / "up.log"
 
@@ -154,7 +144,7 @@ def test_a_child_that_fails_says_why_last(tmp_path):
     workdir = tmp_path / "checkout"
     workdir.mkdir()
     names = ("web", "ocpp", "api", "lago", "metrics")
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     blocker = socket.socket()
     blocker.bind(("0.0.0.0", ports["web"]))
     blocker.listen()

@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 
 from polaris.db.repos import charge_boxes
 from polaris.sim.charger import SimulatedCharger
+from tests.ports import free_port
 
 from .conftest import CHARGER_KEY
 
@@ -64,17 +64,10 @@ def chromium_available() -> None:
         pytest.fail(f"POLARIS_REQUIRE_BROWSER=1 but {reason}")
     pytest.skip(reason)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def processes(settings, tmp_path) -> Iterator[dict[str, Any]]:
     """`polaris web` and `polaris ocpp` as separate processes on free ports."""
-    web_port, ws_port, api_port = _free_port(), _free_port(), _free_port()
+    web_port, ws_port, api_port = free_port(), free_port(), free_port()
     web_url = f"http://127.0.0.1:{web_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLARIS_", "STEVE_", "CF_", "LAGO_"))}
     env.update({

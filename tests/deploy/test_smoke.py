@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from polaris.config import Settings
 from polaris.db.errors import InvalidInput
 from polaris.db.repos import charge_boxes, customers, id_tags
 from polaris.db.repos import smoke as smoke_repo
+from tests.ports import free_port
 
 EXISTING_CHARGER = "CP-REAL-0001"
 EXISTING_KEY = "a-real-chargers-key-0001"
@@ -39,13 +39,6 @@ class Stack:
     ocpp_url: str
     web_url: str
     settings: Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 async def seeded(pool: asyncpg.Pool) -> None:

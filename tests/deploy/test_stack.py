@@ -26,6 +26,7 @@ import pytest
 from polaris.config import Settings
 from polaris.ops import doctor
 from polaris.sim.lago import FakeLago
+from tests.ports import free_ports
 
 LAGO_KEY = "lago-stack-key-0123456789"
 START_TIMEOUT_S = 60
@@ -86,20 +87,6 @@ async def _until_answers(url: str, stack: Stack) -> None:
                 raise AssertionError(f"{url} did not answer in {START_TIMEOUT_S} s\n{stack.logs()}")
             await asyncio.sleep(0.2)
 
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture
 async def lago():
     fake = FakeLago(api_key=LAGO_KEY)
@@ -110,7 +97,7 @@ async def lago():
 
 @pytest.fixture
 async def stack(db_dsn, lago, tmp_path):
-    web_port, ocpp_port, api_port = _free_ports(3)
+    web_port, ocpp_port, api_port = free_ports(3)
     base = {k: v for k, v in os.environ.items() if k not in Settings.model_fields and k != "OCPP_HOST"}
     env = {
         **base,

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from polaris.ocpp import admission
 from polaris.ocpp import server as server_module
+from tests.ports import free_port
 
 KEY = "charger-key-0123456789"
 
@@ -181,18 +182,9 @@ def test_open_file_limit_is_raised():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert soft == hard or hard == resource.RLIM_INFINITY
 
-
-async def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_polaris_ocpp_subprocess_serves_and_exits_0_on_sigterm(settings, charger, tmp_path,
                                                                       open_charger):
-    port, api_port, nothing_there = await _free_port(), await _free_port(), await _free_port()
+    port, api_port, nothing_there = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in type(settings).model_fields}
     env.update({
         "DATABASE_URL": settings.database_url,

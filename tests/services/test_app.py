@@ -8,6 +8,7 @@ import io
 import asyncpg
 
 from polaris.services.app import app_factory
+from tests.ports import free_port
 
 ADMIN = {"Host": "admin.localhost:8000"}
 CUSTOMER = {"Host": "localhost:8000"}
@@ -123,15 +124,6 @@ async def test_oversized_body_is_413_json(api):
     assert resp.status == 413
     assert (await resp.json())["error"] == "payload_too_large"
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(db_dsn: str | None) -> dict:
     import os
 
@@ -156,7 +148,7 @@ async def test_polaris_web_serves_and_stops_cleanly_on_sigterm(db_dsn, tmp_path)
 
     import httpx
 
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "polaris", "web", "--host", "127.0.0.1", "--port", str(port),
         env={**_env(db_dsn), "WEB_METRICS_PORT": str(metrics_port)}, cwd=tmp_path,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -15,16 +14,10 @@ import pytest
 from aiohttp import web
 
 from polaris.config import Settings
+from tests.ports import free_port
 
 CHARGER_KEY = "e2e-charger-key-0123"
 API_KEY = "k" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def polaris_env(db_dsn: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
