@@ -32,7 +32,9 @@ PURPOSE: dict[str, str] = {
     "LAGO_METRIC_CODE": "code of the Lago billable metric that counts kWh",
     "CF_EMAIL_WORKER_URL": "URL of the email worker (mail stays in the outbox when unset)",
     "CF_EMAIL_WORKER_SECRET": "shared HMAC secret for the email worker",
-    "EMAIL_FROM": "sender address of transactional mail",
+    "EMAIL_FROM": "sender of customer mail, e.g. Polaris Express <noreply@example.com> (must be one the email worker allows; required for mail with https URLs)",
+    "EMAIL_FROM_ADMIN": "sender of operator mail (admin password resets, operator alerts); falls back to EMAIL_FROM (the original's name and meaning)",
+    "EMAIL_OPTIONAL_CATEGORIES": "comma-separated mail the original never sent, turned on here: welcome, account-inactive, account-reactivated (default none)",
     "ADMIN_OIDC_ISSUER": "OIDC issuer URL for admin single sign-on (optional)",
     "ADMIN_OIDC_CLIENT_ID": "OIDC client id for admin sign-on",
     "ADMIN_OIDC_CLIENT_SECRET": "OIDC client secret for admin sign-on",
@@ -87,6 +89,10 @@ PURPOSE: dict[str, str] = {
 }
 
 SECRET_MIN_LENGTH = 32
+# The sender of local-mode mail (plain-http URLs: development, tests); never used in production.
+LOCAL_EMAIL_FROM = "Polaris Express <no-reply@localhost>"
+# Mail the original product never sent; off unless named in EMAIL_OPTIONAL_CATEGORIES.
+OPTIONAL_EMAIL_CATEGORIES = ("welcome", "account-inactive", "account-reactivated")
 # Caddy's fixed address on docker-compose.yml's network (the default TRUSTED_PROXIES).
 COMPOSE_CADDY_ADDRESS = "172.30.80.10"
 
@@ -129,7 +135,10 @@ class Settings(BaseSettings):
 
     CF_EMAIL_WORKER_URL: str | None = None
     CF_EMAIL_WORKER_SECRET: SecretStr | None = None
-    EMAIL_FROM: str = "Polaris Express <no-reply@localhost>"
+    # No production default: a sender the worker does not allow gets every mail refused.
+    EMAIL_FROM: str | None = None
+    EMAIL_FROM_ADMIN: str | None = None
+    EMAIL_OPTIONAL_CATEGORIES: str = ""
 
     ADMIN_OIDC_ISSUER: str | None = None
     ADMIN_OIDC_CLIENT_ID: str | None = None
@@ -205,6 +214,8 @@ class Settings(BaseSettings):
     @field_validator(
         "COOKIE_DOMAIN",
         "CF_EMAIL_WORKER_URL",
+        "EMAIL_FROM",
+        "EMAIL_FROM_ADMIN",
         "ADMIN_OIDC_ISSUER",
         "ADMIN_OIDC_CLIENT_ID",
         "ADMIN_OIDC_ADMIN_GROUP",
@@ -285,6 +296,30 @@ class Settings(BaseSettings):
     @property
     def email_worker_enabled(self) -> bool:
         return bool(self.CF_EMAIL_WORKER_URL)
+
+    @property
+    def email_sender(self) -> str | None:
+        """From: of customer mail; in local mode a localhost stand-in, in production only EMAIL_FROM."""
+        if self.EMAIL_FROM:
+            return self.EMAIL_FROM
+        return LOCAL_EMAIL_FROM if self.local_mode else None
+
+    @property
+    def email_admin_sender(self) -> str | None:
+        """From: of operator mail: EMAIL_FROM_ADMIN, else the customer sender."""
+        return self.EMAIL_FROM_ADMIN or self.email_sender
+
+    @property
+    def email_optional_categories(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.EMAIL_OPTIONAL_CATEGORIES.split(",") if c.strip())
+
+    def email_sender_problem(self) -> str | None:
+        """Why mail cannot be attempted although a worker is configured, or None."""
+        if self.email_worker_enabled and self.email_sender is None:
+            return ("EMAIL_FROM is not set: the email worker only sends from the addresses it allows "
+                    "(the original's: Polaris Express <noreply@polaris.express>), so no mail is attempted "
+                    "and it waits in the outbox")
+        return None
 
     # --- validation per process ----------------------------------------------
 
@@ -372,9 +407,14 @@ class Settings(BaseSettings):
         return problems
 
     def _check_email(self) -> list[str]:
+        problems = []
+        unknown = sorted(self.email_optional_categories - set(OPTIONAL_EMAIL_CATEGORIES))
+        if unknown:
+            problems.append(f"EMAIL_OPTIONAL_CATEGORIES has {', '.join(unknown)}: it may name "
+                            + ", ".join(OPTIONAL_EMAIL_CATEGORIES))
         if not self.CF_EMAIL_WORKER_URL:
-            return []
-        return self._check_url("CF_EMAIL_WORKER_URL") + self._check_secret("CF_EMAIL_WORKER_SECRET")
+            return problems
+        return problems + self._check_url("CF_EMAIL_WORKER_URL") + self._check_secret("CF_EMAIL_WORKER_SECRET")
 
     def _check_ocpp(self) -> list[str]:
         problems = self._check_secret("STEVE_API_KEY")
@@ -413,6 +453,8 @@ class Settings(BaseSettings):
             off.append("iOS push is off (APNS_KEY_ID/APNS_TEAM_ID/APNS_KEY_BASE64/APNS_TOPIC unset)")
         if not self.email_worker_enabled:
             off.append("mail is kept in the outbox (CF_EMAIL_WORKER_URL unset); see `polaris admin outbox`")
+        elif self.email_sender_problem():
+            off.append(self.email_sender_problem() or "")
         return off
 
 

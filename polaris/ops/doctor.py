@@ -303,6 +303,14 @@ async def check_email_worker(ctx: DoctorContext) -> CheckResult:
             "CF_EMAIL_WORKER_URL is not set: mail waits in the outbox until it is",
             "deploy the email worker and set CF_EMAIL_WORKER_URL and CF_EMAIL_WORKER_SECRET",
         )
+    if s.email_sender_problem():
+        return CheckResult(
+            "email_worker",
+            title,
+            "fail",
+            s.email_sender_problem() or "",
+            "set EMAIL_FROM (customer mail) and EMAIL_FROM_ADMIN (operator mail) to senders the worker allows",
+        )
     url = s.CF_EMAIL_WORKER_URL.rstrip("/") + "/health"
     fix = "check CF_EMAIL_WORKER_URL and that the worker is deployed (`wrangler deploy`)"
     r = await checks.get(ctx, url, name="email_worker", title=title, say="{url}: {error}", fix=fix)

@@ -87,6 +87,7 @@ def prod_env(db_dsn, fake_lago, fake_email_worker):
         "LAGO_API_URL": str(fake_lago.make_url("/")).rstrip("/"),
         "LAGO_API_KEY": LAGO_KEY,
         "CF_EMAIL_WORKER_URL": str(fake_email_worker.make_url("/")).rstrip("/"),
+        "EMAIL_FROM": "Polaris Express <noreply@example.com>",
     }
 
 
@@ -205,6 +206,13 @@ async def test_unreachable_lago_and_email_worker_fail(ctx, unused_tcp_port, fake
     fake_email_worker.state["status"] = 503
     r = by_name(await run_checks(ctx()))["email_worker"]
     assert r.status == "fail" and "answered HTTP 503" in r.message
+
+
+async def test_a_worker_without_a_sender_fails_and_says_so(ctx, fake_email_worker):
+    # Production URLs and no EMAIL_FROM: there is no localhost stand-in to refuse later.
+    r = by_name(await run_checks(ctx(EMAIL_FROM=None)))["email_worker"]
+    assert r.status == "fail" and "EMAIL_FROM is not set" in r.message and "no mail is attempted" in r.message
+    assert "EMAIL_FROM_ADMIN" in r.fix
 
 
 async def test_no_email_worker_is_a_warning(ctx):

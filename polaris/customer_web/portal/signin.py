@@ -20,6 +20,7 @@ from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth import AuthUser, signin_links
 from polaris.services.auth.signin_links import invite, link_url
+from polaris.services.email import category_enabled
 
 log = get_logger(__name__)
 
@@ -85,7 +86,8 @@ async def consume_link(app: web.Application, token: str) -> asyncpg.Record:
         except magic_links.LinkRefused as exc:
             raise link_refusal(exc) from None
         if link["purpose"] in ("signin", "invite") and link["role"] == "customer":
-            if await sessions_repo.never_signed_in(conn, link["user_id"]):
+            settings = app[appkeys.SETTINGS]
+            if category_enabled(settings, "welcome") and await sessions_repo.never_signed_in(conn, link["user_id"]):
                 await mail.welcome(conn, user_id=link["user_id"], to=link["email"],
                                    portal_url=app[appkeys.SETTINGS].CUSTOMER_BASE_URL)
         return link
