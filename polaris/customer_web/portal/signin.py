@@ -6,6 +6,8 @@ customers through it too); `invite` and `link_url` are re-exported from there.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from aiohttp import web
 
@@ -95,8 +97,9 @@ async def consume_link(app: web.Application, token: str) -> asyncpg.Record:
 
 async def start_browser_session(app: web.Application, user_id: int, *, ip: str | None, user_agent: str | None) -> str:
     async with pool_of(app).acquire() as conn:
+        idle = timedelta(seconds=app[appkeys.SETTINGS].CUSTOMER_SESSION_TTL_SECONDS)
         token, _ = await sessions_repo.create_session(
-            conn, user_id, method="magic_link", ip=ip, user_agent=user_agent
+            conn, user_id, method="magic_link", ip=ip, user_agent=user_agent, idle=idle
         )
     return token
 
