@@ -109,7 +109,6 @@ ORIGINAL_UNUSED: dict[str, str] = {
     "STEVE_CONTAINER_NAME": "the original streamed SteVe's container logs for card detection; the OCPP server here reports cards itself",
     "MAPTILER_KEY": "the original's map tiles; the admin and portal here show no map",
     "STEVE_API_URL": "derived here from STEVE_BASE_URL (base + /api), as in the original's later versions",
-    "POSTGRES_PASSWORD": "read by docker-compose.yml (the postgres container and the default DATABASE_URL), not by the services",
 }
 
 SECRET_MIN_LENGTH = 32
@@ -547,10 +546,13 @@ def original_names_in_use(env_file: str | os.PathLike[str] | None = ".env") -> l
 def log_start_notes(settings: Settings, log: object, env_file: str | os.PathLike[str] | None = ".env") -> None:
     """What a service says once at start about its settings: the original's names it read
     or ignores, and secrets shorter than recommended (warnings; the service runs)."""
+    # Warnings, but never silenced: the original's DEBUG_LEVEL=ERROR would hide them, so then
+    # they go out at ERROR (once per start).
+    say = getattr(log, "error" if settings.LOG_LEVEL == "ERROR" else "warning")
     for line in original_names_in_use(env_file):
-        log.info("setting from the original product", detail=line)  # type: ignore[attr-defined]
+        say("setting from the original product", detail=line)
     for line in settings.weak_secrets():
-        log.warning("weak secret", detail=line)  # type: ignore[attr-defined]
+        say("weak secret", detail=line)
 
 
 def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:

@@ -121,7 +121,7 @@ def prod(settings: Settings, worker: OriginalWorker, **extra) -> Settings:
 
 
 async def test_every_category_we_send_is_accepted(pool, settings, original_worker):
-    s = prod(settings, original_worker)
+    s = prod(settings, original_worker, OPERATOR_CONTACT_EMAIL="support@example.com")
     async with pool.acquire() as conn:
         for n, category in enumerate(CATEGORIES):
             await email.send_mail(conn, category, to=f"u{n}@example.com", **SAMPLE_CONTEXT)
@@ -141,6 +141,8 @@ async def test_every_category_we_send_is_accepted(pool, settings, original_worke
     assert reset["from"] == ORIGINAL_FROM_ADMIN
     receipt = by_to[f"u{names.index('session-summary')}@example.com"]
     assert receipt["from"] == ORIGINAL_FROM and receipt["category"] == "session-summary"
+    assert receipt["replyTo"] == "support@example.com"  # OPERATOR_CONTACT_EMAIL
+    assert "replyTo" not in alert
 
 
 async def test_operator_mail_falls_back_to_email_from(pool, settings, original_worker):

@@ -67,7 +67,7 @@ def sign(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def build_body(row: asyncpg.Record | dict[str, Any], *, sender: str) -> bytes:
+def build_body(row: asyncpg.Record | dict[str, Any], *, sender: str, reply_to: str | None = None) -> bytes:
     """The JSON body for one mail, with a fresh ts and nonce (each attempt is a new request)."""
     doc: dict[str, Any] = {
         "ts": int(time.time() * 1000),
@@ -79,8 +79,8 @@ def build_body(row: asyncpg.Record | dict[str, Any], *, sender: str) -> bytes:
         "category": wire_category(row["category"]),
         "from": sender,
     }
-    if row["reply_to"]:
-        doc["replyTo"] = row["reply_to"]
+    if row["reply_to"] or reply_to:
+        doc["replyTo"] = row["reply_to"] or reply_to
     if row["headers"]:
         doc["headers"] = row["headers"]
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -120,6 +120,7 @@ class EmailSender(OutboxWorker):
             raise ValueError(settings.email_sender_problem() or "EMAIL_FROM is not set")
         self._from = sender
         self._from_admin = settings.email_admin_sender or sender
+        self._reply_to = settings.OPERATOR_CONTACT_EMAIL  # customer mail's Reply-To (the original's)
 
     async def claim_due(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         return await email_outbox.claim_due(conn, limit=self.batch, lease=self.lease)
@@ -134,7 +135,10 @@ class EmailSender(OutboxWorker):
         return self._from_admin if category in ADMIN_CATEGORIES else self._from
 
     async def _post(self, row: asyncpg.Record) -> httpx.Response:
-        body = build_body(row, sender=self.sender_for(row["category"]))  # fresh ts and nonce
+        admin = row["category"] in ADMIN_CATEGORIES
+        body = build_body(  # a fresh ts and nonce each time
+            row, sender=self.sender_for(row["category"]), reply_to=None if admin else self._reply_to
+        )
         return await self.http.post(
             self.url,
             content=body,
