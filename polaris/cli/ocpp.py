@@ -7,8 +7,8 @@ import asyncio
 
 from polaris.cli.errors import CommandError
 from polaris.config import log_start_notes
-from polaris.logs import get_logger
 from polaris.db.pool import describe_connect_error
+from polaris.logs import get_logger
 
 
 def register(sub: argparse._SubParsersAction) -> None:
