@@ -229,7 +229,8 @@ class Settings(BaseSettings):
     MAGIC_LINK_INVITE_TTL_SECONDS: int = Field(86400, ge=60)
     ADMIN_PASSWORD_RESET_TTL_SECONDS: int = Field(1800, ge=60)
     CUSTOMER_SESSION_TTL_SECONDS: int = Field(28800, ge=60)
-    CHARGING_POLICY: Literal["open", "subscription"] = "subscription"
+    # Unset: open for a deployment whose cards were imported from the original, else subscription.
+    CHARGING_POLICY: Literal["open", "subscription"] | None = None
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=AliasChoices("LOG_LEVEL", "DEBUG_LEVEL")
@@ -258,6 +259,7 @@ class Settings(BaseSettings):
         "EMAIL_FROM",
         "EMAIL_FROM_ADMIN",
         "OPERATOR_CONTACT_EMAIL",
+        "CHARGING_POLICY",
         "ADMIN_OIDC_ISSUER",
         "ADMIN_OIDC_CLIENT_ID",
         "ADMIN_OIDC_ADMIN_GROUP",
