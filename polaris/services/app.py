@@ -22,7 +22,17 @@ from polaris.db.migrate import is_current, load_migrations
 from polaris.db.pool import create_pool
 from polaris.gctune import freeze_startup_objects
 from polaris.logs import get_logger
-from polaris.services import alerts, appkeys, apple, email, hooks, lago_webhooks, live, metrics, push
+from polaris.services import (
+    alerts,
+    appkeys,
+    apple,
+    email,
+    hooks,
+    lago_webhooks,
+    live,
+    metrics,
+    push,
+)
 from polaris.services.admin import api as admin_api
 from polaris.services.auth import device, oidc, password_reset
 from polaris.services.auth import views as auth_views
