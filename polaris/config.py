@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from polaris.forwarded import Network, trusted_networks
@@ -25,14 +25,16 @@ PURPOSE: dict[str, str] = {
     "AUTH_SECRET": "signs sessions and tokens (generate with `openssl rand -hex 32`)",
     "COOKIE_DOMAIN": "the session cookie's domain, shared by the admin and customer hosts (e.g. .example.com)",
     "ADMIN_BASE_URL": "the admin site's public URL (e.g. https://manage.example.com)",
-    "CUSTOMER_BASE_URL": "the customer portal's public URL (e.g. https://polaris.example.com)",
+    "CUSTOMER_BASE_URL": "the customer portal's public URL (e.g. https://polaris.example.com; the original's AUTH_URL is read too)",
     "LAGO_API_URL": "Lago's API base URL; /api/v1 is appended",
     "LAGO_API_KEY": "Lago API key from Lago's developer settings",
     "LAGO_DASHBOARD_URL": "where admin 'open in Lago' links point",
     "LAGO_METRIC_CODE": "code of the Lago billable metric that counts kWh",
     "CF_EMAIL_WORKER_URL": "URL of the email worker (mail stays in the outbox when unset)",
     "CF_EMAIL_WORKER_SECRET": "shared HMAC secret for the email worker",
-    "EMAIL_FROM": "sender address of transactional mail",
+    "EMAIL_FROM": "sender of customer mail, e.g. Polaris Express <noreply@example.com> (must be one the email worker allows; required for mail with https URLs)",
+    "EMAIL_FROM_ADMIN": "sender of operator mail (admin password resets, operator alerts); falls back to EMAIL_FROM (the original's name and meaning)",
+    "EMAIL_OPTIONAL_CATEGORIES": "comma-separated mail the original never sent, turned on here: welcome, account-inactive, account-reactivated (default none)",
     "ADMIN_OIDC_ISSUER": "OIDC issuer URL for admin single sign-on (optional)",
     "ADMIN_OIDC_CLIENT_ID": "OIDC client id for admin sign-on",
     "ADMIN_OIDC_CLIENT_SECRET": "OIDC client secret for admin sign-on",
@@ -53,7 +55,7 @@ PURPOSE: dict[str, str] = {
     "STEVE_API_KEY": "password of the OCPP server's command API",
     "STEVE_BASE_URL": "where the web process finds the OCPP server's command API (base + /api; the original's http://host:port/steve works too)",
     "WEB_INTERNAL_URL": "where the OCPP server finds the web process's hooks",
-    "WEB_PORT": "HTTP port of `polaris web`",
+    "WEB_PORT": "HTTP port of `polaris web` (the original's PORT is read too)",
     "OCPP_PORT": "WebSocket port chargers connect to",
     "OCPP_API_PORT": "HTTP port of the OCPP command API",
     "OCPP_TLS_CERT": "PEM certificate for WSS terminated by the OCPP server itself (optional)",
@@ -68,8 +70,8 @@ PURPOSE: dict[str, str] = {
     "OCPP_UNKNOWN_ID_CACHE_SECONDS": "how long an unknown charge box id is answered 404 without a database look-up",
     "OCPP_MAX_CONNECTIONS_PER_ADDRESS": "open charger connections allowed from one client address",
     "OCPP_MAX_MESSAGES_PER_SECOND": "messages per second one charger may send (bursts of 5 seconds' worth); over it: CALLERROR",
-    "SYNC_ON_STARTUP": "run a billing sync as soon as the sync worker starts",
-    "SYNC_LOOKBACK_MINUTES": "how far back a fresh deployment's first billing sync looks for sessions (older ones: `polaris sync backfill`)",
+    "SYNC_ON_STARTUP": "run a billing sync as soon as the sync worker starts (default false, as in the original)",
+    "SYNC_LOOKBACK_MINUTES": "how far back every billing sync pass looks for sessions it has not seen (older ones: `polaris sync backfill`)",
     "SYNC_DORMANT_THRESHOLD_DAYS": "days without activity before the sync cadence goes Dormant",
     "SYNC_IDLE_HYSTERESIS_TICKS": "idle ticks before the cadence is demoted from Active to Idle",
     "SYNC_CRON_SCHEDULE": "fixed cron schedule for the sync worker, overriding the adaptive cadence",
@@ -79,14 +81,44 @@ PURPOSE: dict[str, str] = {
     "ALERT_OUTBOX_STUCK_MINUTES": "minutes the oldest undelivered email may wait before operators are alerted (also `polaris health`'s backlog warning)",
     "ALERT_UNBILLABLE_SESSIONS": "sessions held back from billing (no customer, no subscription, an anomaly) before `polaris health` warns",
     "ALERT_UNSENT_USAGE_MINUTES": "minutes a usage event may wait for delivery to Lago before `polaris health` warns",
-    "SSE_TRANSPORT": "how live events reach web instances: memory (one instance) or postgres (several)",
-    "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR",
+    "SSE_TRANSPORT": "how live events reach web instances: memory (one instance; the default, as in the original) or postgres (several)",
+    "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR (the original's DEBUG_LEVEL is read too; WARN means WARNING)",
     "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
     "POLARIS_DATA_DIR": "where local mode keeps the embedded Postgres and generated secrets",
     "POLARIS_LOCAL_LAGO_PORT": "port of the local Lago stand-in `polaris up` runs when LAGO_API_KEY is unset",
+    # the original product's names (docs/migrating-from-expressync.md)
+    "OPERATOR_CONTACT_EMAIL": "address customers are told to write to (an inactive account, error pages) and the Reply-To of customer mail (optional)",
+    "MAGIC_LINK_TTL_SECONDS": "how long a sign-in link works, in seconds",
+    "MAGIC_LINK_INVITE_TTL_SECONDS": "how long an invitation link works, in seconds",
+    "ADMIN_PASSWORD_RESET_TTL_SECONDS": "how long an admin password-reset link works, in seconds",
+    "CUSTOMER_SESSION_TTL_SECONDS": "a customer session ends after this many idle seconds (admins and operators keep 8 hours)",
+    "SSE_MAX_PENDING_PER_CLIENT": "live events queued for one slow browser before it is cut off (it reconnects and replays)",
+    "CHARGING_POLICY": "which cards may charge: open (any known, unblocked card, as the original) or subscription (also needs an active customer with a Lago subscription)",
+}
+
+# Names of the original product's .env read here under our own names (ours win when both are set).
+ORIGINAL_ALIASES: dict[str, str] = {
+    "PORT": "WEB_PORT",
+    "DEBUG_LEVEL": "LOG_LEVEL",
+    "AUTH_URL": "CUSTOMER_BASE_URL",
+}
+# Names of the original's .env that mean nothing here, and why: one log line each at start.
+ORIGINAL_UNUSED: dict[str, str] = {
+    "DENO_ENV": "the original's runtime mode; production here is https URLs (ADMIN_BASE_URL, CUSTOMER_BASE_URL)",
+    "DOCKER_SOCKET_PATH": "the original streamed SteVe's container logs for card detection; the OCPP server here reports cards itself",
+    "STEVE_CONTAINER_NAME": "the original streamed SteVe's container logs for card detection; the OCPP server here reports cards itself",
+    "MAPTILER_KEY": "the original's map tiles; the admin and portal here show no map",
+    "STEVE_API_URL": "derived here from STEVE_BASE_URL (base + /api), as in the original's later versions",
 }
 
 SECRET_MIN_LENGTH = 32
+SECRET_SETTINGS = (
+    "AUTH_SECRET", "CF_EMAIL_WORKER_SECRET", "STEVE_PREAUTH_HMAC_KEY", "STEVE_METERVALUE_HMAC_KEY", "STEVE_API_KEY",
+)
+# The sender of local-mode mail (plain-http URLs: development, tests); never used in production.
+LOCAL_EMAIL_FROM = "Polaris Express <no-reply@localhost>"
+# Mail the original product never sent; off unless named in EMAIL_OPTIONAL_CATEGORIES.
+OPTIONAL_EMAIL_CATEGORIES = ("welcome", "account-inactive", "account-reactivated")
 # Caddy's fixed address on docker-compose.yml's network (the default TRUSTED_PROXIES).
 COMPOSE_CADDY_ADDRESS = "172.30.80.10"
 
@@ -113,6 +145,7 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=True,
         hide_input_in_errors=True,
+        populate_by_name=True,
     )
 
     DATABASE_URL: SecretStr | None = None
@@ -120,7 +153,7 @@ class Settings(BaseSettings):
     AUTH_SECRET: SecretStr | None = None
     COOKIE_DOMAIN: str | None = None
     ADMIN_BASE_URL: str = "http://admin.localhost:8000"
-    CUSTOMER_BASE_URL: str = "http://localhost:8000"
+    CUSTOMER_BASE_URL: str = Field("http://localhost:8000", validation_alias=AliasChoices("CUSTOMER_BASE_URL", "AUTH_URL"))
 
     LAGO_API_URL: str = "https://api.getlago.com"
     LAGO_API_KEY: SecretStr | None = None
@@ -129,7 +162,10 @@ class Settings(BaseSettings):
 
     CF_EMAIL_WORKER_URL: str | None = None
     CF_EMAIL_WORKER_SECRET: SecretStr | None = None
-    EMAIL_FROM: str = "Polaris Express <no-reply@localhost>"
+    # No production default: a sender the worker does not allow gets every mail refused.
+    EMAIL_FROM: str | None = None
+    EMAIL_FROM_ADMIN: str | None = None
+    EMAIL_OPTIONAL_CATEGORIES: str = ""
 
     ADMIN_OIDC_ISSUER: str | None = None
     ADMIN_OIDC_CLIENT_ID: str | None = None
@@ -155,7 +191,7 @@ class Settings(BaseSettings):
     STEVE_BASE_URL: str = "http://127.0.0.1:8081"
     WEB_INTERNAL_URL: str = "http://127.0.0.1:8000"
 
-    WEB_PORT: int = Field(8000, ge=1, le=65535)
+    WEB_PORT: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("WEB_PORT", "PORT"))
     OCPP_PORT: int = Field(8080, ge=1, le=65535)
     OCPP_API_PORT: int = Field(8081, ge=1, le=65535)
     OCPP_TLS_CERT: Path | None = None
@@ -171,7 +207,7 @@ class Settings(BaseSettings):
     OCPP_MAX_CONNECTIONS_PER_ADDRESS: int = Field(256, ge=1)
     OCPP_MAX_MESSAGES_PER_SECOND: float = Field(10.0, gt=0)
 
-    SYNC_ON_STARTUP: bool = True
+    SYNC_ON_STARTUP: bool = False  # the original's default; deploy/.env.example turns it on
     SYNC_LOOKBACK_MINUTES: int = Field(1440, ge=1)
     SYNC_DORMANT_THRESHOLD_DAYS: int = Field(30, ge=1)
     SYNC_IDLE_HYSTERESIS_TICKS: int = Field(2, ge=1)
@@ -184,9 +220,21 @@ class Settings(BaseSettings):
     ALERT_UNBILLABLE_SESSIONS: int = Field(10, ge=0)
     ALERT_UNSENT_USAGE_MINUTES: int = Field(60, ge=1)
 
-    SSE_TRANSPORT: Literal["memory", "postgres"] = "postgres"
+    # The original's default; deploy/.env.example (several web instances) sets postgres.
+    SSE_TRANSPORT: Literal["memory", "postgres"] = "memory"
+    SSE_MAX_PENDING_PER_CLIENT: int = Field(1000, ge=1)
 
-    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    OPERATOR_CONTACT_EMAIL: str | None = None
+    MAGIC_LINK_TTL_SECONDS: int = Field(900, ge=60)
+    MAGIC_LINK_INVITE_TTL_SECONDS: int = Field(86400, ge=60)
+    ADMIN_PASSWORD_RESET_TTL_SECONDS: int = Field(1800, ge=60)
+    CUSTOMER_SESSION_TTL_SECONDS: int = Field(28800, ge=60)
+    # Unset: open for a deployment whose cards were imported from the original, else subscription.
+    CHARGING_POLICY: Literal["open", "subscription"] | None = None
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=AliasChoices("LOG_LEVEL", "DEBUG_LEVEL")
+    )
     LOG_FORMAT: Literal["json", "console", "auto"] = "auto"
     POLARIS_DATA_DIR: Path = Path(".polaris")
     POLARIS_LOCAL_LAGO_PORT: int = Field(8090, ge=1, le=65535)
@@ -194,7 +242,10 @@ class Settings(BaseSettings):
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
     def _upper_level(cls, v: object) -> object:
-        return v.upper() if isinstance(v, str) else v
+        if isinstance(v, str):
+            v = v.strip().upper()
+            return "WARNING" if v == "WARN" else v  # the original's DEBUG_LEVEL says WARN
+        return v
 
     @field_validator("TRUSTED_PROXIES")
     @classmethod
@@ -205,6 +256,10 @@ class Settings(BaseSettings):
     @field_validator(
         "COOKIE_DOMAIN",
         "CF_EMAIL_WORKER_URL",
+        "EMAIL_FROM",
+        "EMAIL_FROM_ADMIN",
+        "OPERATOR_CONTACT_EMAIL",
+        "CHARGING_POLICY",
         "ADMIN_OIDC_ISSUER",
         "ADMIN_OIDC_CLIENT_ID",
         "ADMIN_OIDC_ADMIN_GROUP",
@@ -286,6 +341,30 @@ class Settings(BaseSettings):
     def email_worker_enabled(self) -> bool:
         return bool(self.CF_EMAIL_WORKER_URL)
 
+    @property
+    def email_sender(self) -> str | None:
+        """From: of customer mail; in local mode a localhost stand-in, in production only EMAIL_FROM."""
+        if self.EMAIL_FROM:
+            return self.EMAIL_FROM
+        return LOCAL_EMAIL_FROM if self.local_mode else None
+
+    @property
+    def email_admin_sender(self) -> str | None:
+        """From: of operator mail: EMAIL_FROM_ADMIN, else the customer sender."""
+        return self.EMAIL_FROM_ADMIN or self.email_sender
+
+    @property
+    def email_optional_categories(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.EMAIL_OPTIONAL_CATEGORIES.split(",") if c.strip())
+
+    def email_sender_problem(self) -> str | None:
+        """Why mail cannot be attempted although a worker is configured, or None."""
+        if self.email_worker_enabled and self.email_sender is None:
+            return ("EMAIL_FROM is not set: the email worker only sends from the addresses it allows "
+                    "(the original's: Polaris Express <noreply@polaris.express>), so no mail is attempted "
+                    "and it waits in the outbox")
+        return None
+
     # --- validation per process ----------------------------------------------
 
     def require(self, *groups: str) -> Settings:
@@ -324,9 +403,20 @@ class Settings(BaseSettings):
         value: SecretStr | None = getattr(self, name)
         if value is None or not value.get_secret_value():
             return [f"{name} is not set: it is {PURPOSE[name]}"] if required else []
-        if len(value.get_secret_value()) < SECRET_MIN_LENGTH:
-            return [f"{name} must be at least {SECRET_MIN_LENGTH} characters ({PURPOSE[name]})"]
+        # Shorter than our minimum: the original accepted it, so it is a warning
+        # (`weak_secrets`, shown by doctor and logged at start), not a stop.
         return []
+
+    def weak_secrets(self) -> list[str]:
+        """One line per secret set shorter than SECRET_MIN_LENGTH (doctor warns; services run)."""
+        out = []
+        for name in SECRET_SETTINGS:
+            value: SecretStr | None = getattr(self, name)
+            if value is not None and 0 < len(value.get_secret_value()) < SECRET_MIN_LENGTH:
+                out.append(f"{name} is {len(value.get_secret_value())} characters, shorter than the "
+                           f"{SECRET_MIN_LENGTH} recommended ({PURPOSE[name]}); replace it "
+                           "(docs/secrets.md) when you can")
+        return out
 
     def _check_url(self, name: str) -> list[str]:
         value = getattr(self, name)
@@ -372,9 +462,14 @@ class Settings(BaseSettings):
         return problems
 
     def _check_email(self) -> list[str]:
+        problems = []
+        unknown = sorted(self.email_optional_categories - set(OPTIONAL_EMAIL_CATEGORIES))
+        if unknown:
+            problems.append(f"EMAIL_OPTIONAL_CATEGORIES has {', '.join(unknown)}: it may name "
+                            + ", ".join(OPTIONAL_EMAIL_CATEGORIES))
         if not self.CF_EMAIL_WORKER_URL:
-            return []
-        return self._check_url("CF_EMAIL_WORKER_URL") + self._check_secret("CF_EMAIL_WORKER_SECRET")
+            return problems
+        return problems + self._check_url("CF_EMAIL_WORKER_URL") + self._check_secret("CF_EMAIL_WORKER_SECRET")
 
     def _check_ocpp(self) -> list[str]:
         problems = self._check_secret("STEVE_API_KEY")
@@ -413,6 +508,8 @@ class Settings(BaseSettings):
             off.append("iOS push is off (APNS_KEY_ID/APNS_TEAM_ID/APNS_KEY_BASE64/APNS_TOPIC unset)")
         if not self.email_worker_enabled:
             off.append("mail is kept in the outbox (CF_EMAIL_WORKER_URL unset); see `polaris admin outbox`")
+        elif self.email_sender_problem():
+            off.append(self.email_sender_problem() or "")
         return off
 
 
@@ -427,6 +524,39 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def original_names_in_use(env_file: str | os.PathLike[str] | None = ".env") -> list[str]:
+    """One line per name of the original's .env found (environment or `env_file`) that is
+    read under another name here or means nothing here; for the log at start and doctor."""
+    found: dict[str, str] = {}
+    if env_file is not None and os.path.exists(env_file):
+        from dotenv import dotenv_values
+
+        found.update({k: v or "" for k, v in dotenv_values(env_file).items()})
+    wanted = set(ORIGINAL_ALIASES) | set(ORIGINAL_ALIASES.values()) | set(ORIGINAL_UNUSED)
+    found.update({k: v for k, v in os.environ.items() if k in wanted})
+    lines = []
+    for name, ours in ORIGINAL_ALIASES.items():
+        if name in found:
+            shadow = " (ignored: " + ours + " is set too)" if ours in found else ""
+            lines.append(f"{name} (the original's name) is read as {ours}{shadow}")
+    for name, why in ORIGINAL_UNUSED.items():
+        if name in found:
+            lines.append(f"{name} is not used here: {why}")
+    return lines
+
+
+def log_start_notes(settings: Settings, log: object, env_file: str | os.PathLike[str] | None = ".env") -> None:
+    """What a service says once at start about its settings: the original's names it read
+    or ignores, and secrets shorter than recommended (warnings; the service runs)."""
+    # Warnings, but never silenced: the original's DEBUG_LEVEL=ERROR would hide them, so then
+    # they go out at ERROR (once per start).
+    say = getattr(log, "error" if settings.LOG_LEVEL == "ERROR" else "warning")
+    for line in original_names_in_use(env_file):
+        say("setting from the original product", detail=line)
+    for line in settings.weak_secrets():
+        say("weak secret", detail=line)
+
+
 def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
     """Read and type-check every setting; raise ConfigError naming each bad variable."""
     try:
@@ -435,7 +565,7 @@ def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
         problems = []
         for err in exc.errors():
             name = str(err["loc"][0]) if err["loc"] else "?"
-            purpose = PURPOSE.get(name)
+            purpose = PURPOSE.get(ORIGINAL_ALIASES.get(name, name))
             msg = err["msg"]
             problems.append(f"{name} is invalid: {msg}" + (f" ({purpose})" if purpose else ""))
         raise ConfigError(problems) from None

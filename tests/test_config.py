@@ -35,15 +35,24 @@ def test_complete_production_settings_pass_every_check():
 
 
 def test_every_problem_is_reported_at_once():
-    s = make(AUTH_SECRET="short", COOKIE_DOMAIN=".example.com", ADMIN_BASE_URL="https://manage.other.org",
+    s = make(AUTH_SECRET=None, COOKIE_DOMAIN=".example.com", ADMIN_BASE_URL="https://manage.other.org",
              STEVE_API_KEY=None)
     with pytest.raises(ConfigError) as exc:
         s.require("web")
     text = str(exc.value)
-    assert "AUTH_SECRET must be at least 32 characters" in text
+    assert "AUTH_SECRET is not set" in text
     assert "COOKIE_DOMAIN .example.com does not cover ADMIN_BASE_URL host manage.other.org" in text
     assert "STEVE_API_KEY is not set" in text
     assert len(exc.value.problems) == 3
+
+
+def test_a_short_secret_the_original_accepted_is_a_warning_not_a_stop():
+    s = make(AUTH_SECRET="your_secret_key_here", CF_EMAIL_WORKER_SECRET="0123456789abcdef")
+    assert s.require("database", "web", "ocpp", "sync") is s
+    weak = s.weak_secrets()
+    assert len(weak) == 2 and weak[0].startswith("AUTH_SECRET is 20 characters, shorter than the 32 recommended")
+    assert "your_secret_key_here" not in " ".join(weak)
+    assert make().weak_secrets() == []
 
 
 def test_missing_variable_says_what_it_is_for():
@@ -63,10 +72,11 @@ def test_production_needs_cookie_domain_local_mode_does_not():
 
 def test_secrets_never_appear_in_errors_or_repr():
     secret = "tooShortButSecret"
-    s = make(AUTH_SECRET=secret)
+    s = make(AUTH_SECRET=secret, STEVE_API_KEY=None)
     with pytest.raises(ConfigError) as exc:
         s.require("web")
     assert secret not in str(exc.value)
+    assert s.weak_secrets() and secret not in " ".join(s.weak_secrets())
     assert secret not in repr(s)
     assert "hunter2" not in repr(s)
 
@@ -137,3 +147,26 @@ def test_tls_cert_and_key_go_together(tmp_path):
 )
 def test_cookie_domain_match(domain, host, ok):
     assert cookie_domain_covers(domain, host) is ok
+
+
+def test_the_original_names_are_read_and_unused_ones_named(monkeypatch, tmp_path):
+    from polaris.config import original_names_in_use
+
+    env = tmp_path / "original.env"
+    env.write_text("PORT=9000\nDEBUG_LEVEL=WARN\nAUTH_URL=https://polaris.example.com\n"
+                   "DENO_ENV=production\nMAPTILER_KEY=abc\n")
+    s = load_settings(env_file=env)
+    assert (s.WEB_PORT, s.LOG_LEVEL, s.CUSTOMER_BASE_URL) == (9000, "WARNING", "https://polaris.example.com")
+    assert (s.SYNC_ON_STARTUP, s.SSE_TRANSPORT) == (False, "memory")  # the original's defaults
+    lines = original_names_in_use(env)
+    assert "PORT (the original's name) is read as WEB_PORT" in lines
+    assert any(line.startswith("DENO_ENV is not used here: ") for line in lines)
+    assert any(line.startswith("MAPTILER_KEY is not used here: ") for line in lines)
+    assert len(lines) == 5
+    monkeypatch.setenv("WEB_PORT", "8100")  # ours wins
+    assert load_settings(env_file=env).WEB_PORT == 8100
+    assert "PORT (the original's name) is read as WEB_PORT (ignored: WEB_PORT is set too)" in original_names_in_use(env)
+    monkeypatch.setenv("PORT", "eighty")
+    monkeypatch.delenv("WEB_PORT")
+    with pytest.raises(ConfigError, match="PORT is invalid.*HTTP port"):
+        load_settings(env_file=None)

@@ -28,7 +28,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="time limit per network check (default 10)"
     )
+    p.add_argument(
+        "--env",
+        metavar="FILE",
+        help="only review FILE (e.g. the original product's .env): what to keep, rename, remove or change, "
+        "line by line, and what to add; no network checks. Exits 1 when something must change",
+    )
     p.set_defaults(func=run)
+
+
+def review_env(path: str) -> int:
+    from pathlib import Path
+
+    from polaris.ops.envreview import render, review, settings_problems
+
+    file = Path(path)
+    if not file.is_file():
+        print(f"polaris doctor: {path} is not a readable file", file=sys.stderr)
+        return 1
+    advice = review(file)
+    problems = settings_problems(file)
+    sys.stdout.write(render(file, advice, problems))
+    return 1 if problems or any(a.action != "keep" for a in advice) else 0
 
 
 def _ocpp_host(args: argparse.Namespace) -> str | None:
@@ -39,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: httpx and the checks are not worth loading for every `polaris` command.
     from polaris.ops.doctor import DoctorContext, as_json, blocking, render_text, run_checks
 
+    if args.env:
+        return review_env(args.env)
     ctx = DoctorContext(settings=args.settings, ocpp_host=_ocpp_host(args), timeout=args.timeout)
     results = asyncio.run(run_checks(ctx))
     if args.json:

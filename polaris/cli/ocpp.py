@@ -6,7 +6,9 @@ import argparse
 import asyncio
 
 from polaris.cli.errors import CommandError
+from polaris.config import log_start_notes
 from polaris.db.pool import describe_connect_error
+from polaris.logs import get_logger
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from polaris.ocpp.main import run as run_server
 
     settings = args.settings.require("database", "ocpp")
+    log_start_notes(settings, get_logger("polaris.cli.ocpp"))
     port = args.port if args.port is not None else settings.OCPP_PORT
     api_port = args.api_port if args.api_port is not None else settings.OCPP_API_PORT
     try:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from polaris.cli.errors import CommandError
-from polaris.config import Settings
+from polaris.config import Settings, log_start_notes
 from polaris.logs import get_logger
 
 log = get_logger(__name__)
@@ -80,6 +80,7 @@ def _date(text: str) -> datetime:
 def _with_engine(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
     """Validate settings, open the pool and the Lago client, run `work(engine)`."""
     settings.require("database", "sync")
+    log_start_notes(settings, log)
     if settings.SYNC_CRON_SCHEDULE:
         from polaris.sync.cadence import trigger_for
 

@@ -135,6 +135,14 @@ def prepare_database(url: str, data_dir: Path) -> demo.DemoCredentials | None:
     return asyncio.run(work())
 
 
+def _in_dotenv(name: str) -> bool:
+    if not os.path.exists(".env"):
+        return False
+    from dotenv import dotenv_values
+
+    return name in dotenv_values(".env")
+
+
 def run(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     data_dir = settings.POLARIS_DATA_DIR
@@ -148,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     lago_stand_in = local_lago(settings)
     env.update(lago_stand_in)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The demo bills at once, whatever the services' default (false, the original's).
+    if "SYNC_ON_STARTUP" not in env and not _in_dotenv("SYNC_ON_STARTUP"):
+        env["SYNC_ON_STARTUP"] = "true"
     if sys.stderr.isatty():
         # Their stderr is a pipe to us (so a failure's cause can be repeated last): keep
         # the terminal's readable format rather than JSON lines.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from polaris.config import Settings
+from polaris.config import Settings, log_start_notes
 from polaris.logs import get_logger
 
 log = get_logger(__name__)
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings: Settings = args.settings
     settings.require("database", "web")
+    log_start_notes(settings, log)
     for line in settings.disabled_features():
         log.info("optional feature off", detail=line)
     port = args.port or settings.WEB_PORT

@@ -108,15 +108,14 @@ async def check_secret_strength(ctx: DoctorContext) -> CheckResult:
         problems.append(f"{', '.join(weak)} {verb} typed, not generated (too few distinct characters)")
     if reused:
         problems.append(f"the same value is used twice: {', '.join(reused)}")
+    # Shorter than recommended but accepted (the original product took them): a warning.
+    short = ctx.settings.weak_secrets()
+    fix = ("replace them with generated values: `polaris secrets` prints a fresh set "
+           "(docs/secrets.md explains rotating a secret without downtime)")
     if problems:
-        return CheckResult(
-            "secrets",
-            title,
-            "fail",
-            "; ".join(problems),
-            "replace them with generated values: `polaris secrets` prints a fresh set "
-            "(docs/secrets.md explains rotating a secret without downtime)",
-        )
+        return CheckResult("secrets", title, "fail", "; ".join(problems + short), fix)
+    if short:
+        return CheckResult("secrets", title, "warn", "; ".join(short) + "; the services run with them", fix)
     return CheckResult("secrets", title, "ok", f"{len(values)} secrets set, each distinct and random-looking")
 
 
@@ -302,6 +301,14 @@ async def check_email_worker(ctx: DoctorContext) -> CheckResult:
             "warn",
             "CF_EMAIL_WORKER_URL is not set: mail waits in the outbox until it is",
             "deploy the email worker and set CF_EMAIL_WORKER_URL and CF_EMAIL_WORKER_SECRET",
+        )
+    if s.email_sender_problem():
+        return CheckResult(
+            "email_worker",
+            title,
+            "fail",
+            s.email_sender_problem() or "",
+            "set EMAIL_FROM (customer mail) and EMAIL_FROM_ADMIN (operator mail) to senders the worker allows",
         )
     url = s.CF_EMAIL_WORKER_URL.rstrip("/") + "/health"
     fix = "check CF_EMAIL_WORKER_URL and that the worker is deployed (`wrangler deploy`)"

@@ -313,6 +313,9 @@ async def check_email(ctx: HealthContext) -> CheckResult:
     now = ctx.now()
     stuck_after = timedelta(minutes=s.ALERT_OUTBOX_STUCK_MINUTES)
     problems, fixes = [], []
+    if s.email_sender_problem():
+        problems.append(s.email_sender_problem() or "")
+        fixes.append("set EMAIL_FROM and EMAIL_FROM_ADMIN to senders the worker allows, then restart web")
     if worker_problem:
         problems.append(worker_problem)
         fixes.append("check CF_EMAIL_WORKER_URL and the worker's logs in Cloudflare (`wrangler tail`); "

@@ -22,7 +22,17 @@ from polaris.db.migrate import is_current, load_migrations
 from polaris.db.pool import create_pool
 from polaris.gctune import freeze_startup_objects
 from polaris.logs import get_logger
-from polaris.services import alerts, appkeys, email, hooks, lago_webhooks, live, metrics, push
+from polaris.services import (
+    alerts,
+    appkeys,
+    apple,
+    email,
+    hooks,
+    lago_webhooks,
+    live,
+    metrics,
+    push,
+)
 from polaris.services.admin import api as admin_api
 from polaris.services.auth import device, oidc, password_reset
 from polaris.services.auth import views as auth_views
@@ -33,7 +43,7 @@ from polaris.services.metrics import metrics_middleware
 
 log = get_logger(__name__)
 
-ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/api/ocpp/", "/api/webhook/lago")
+ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/api/ocpp/", "/api/webhook/lago", "/.well-known/apple-app-site-association")
 ADMIN_PREFIX = "/api/admin/"
 
 _warned_local_mode = False
@@ -158,6 +168,7 @@ def app_factory(
     lago_webhooks.setup(app)
     customer_web.setup(app)
     alerts.setup(app)
+    apple.setup(app)
     return app
 
 

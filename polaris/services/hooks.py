@@ -145,7 +145,14 @@ async def pre_authorize(request: web.Request) -> web.Response:
             if pairing["first_tap"]:
                 _spawn(request, _announce_tap(request.config_dict, pairing))
         else:
-            reason = charging_policy.refusal(await charging_policy.card_facts(conn, id_tag))
+            policy = await charging_policy.effective_policy(conn, settings.CHARGING_POLICY)
+            reason = charging_policy.refusal(await charging_policy.card_facts(conn, id_tag), policy=policy)
+            if reason:
+                # The operator sees why in the console (and the admin event stream).
+                _spawn(request, _announce_refusal(request.config_dict, {
+                    "charge_box_id": charge_box_id, "connector_id": connector_id, "id_tag": id_tag,
+                    "reason": reason, "policy": policy, "start": is_start_tx,
+                }))
     log.info(
         "pre-authorize",
         charge_box_id=charge_box_id,
@@ -155,6 +162,19 @@ async def pre_authorize(request: web.Request) -> web.Response:
         reason=reason,
     )
     return web.json_response({"override": "BLOCKED" if reason else None})
+
+
+CARD_REFUSED_EVENT = "card.refused"
+
+
+async def _announce_refusal(app: web.Application | Any, data: dict[str, Any]) -> None:
+    bus = app.get(EVENT_BUS)
+    if bus is None:
+        return
+    try:
+        await bus.publish([ADMIN_TOPIC], CARD_REFUSED_EVENT, data)
+    except Exception:
+        log.exception("could not publish a card refusal", charge_box_id=data["charge_box_id"])
 
 
 async def _announce_tap(app: web.Application | Any, pairing: Any) -> None:

@@ -137,10 +137,11 @@ class SyncEngine:
         progress: Callable[[str, int, int], None] | None,
     ) -> None:
         async with self.pool.acquire() as conn:
-            floor = await billing.ensure_discovery_floor(
-                conn, now - timedelta(minutes=self.settings.SYNC_LOOKBACK_MINUTES)
-            )
+            lookback = now - timedelta(minutes=self.settings.SYNC_LOOKBACK_MINUTES)
+            floor = await billing.ensure_discovery_floor(conn, lookback)
             result.discovered = await billing.discover_transactions(conn, floor)
+            # Every pass also looks SYNC_LOOKBACK_MINUTES back (the original's meaning).
+            result.discovered += await billing.discover_recent(conn, lookback)
             if backfill_since is not None:
                 result.discovered += await billing.discover_backfill(conn, backfill_since)
             open_count = await billing.count_open_transactions(conn) if progress else 0

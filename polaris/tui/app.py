@@ -41,6 +41,19 @@ class SignedIn(Message):
     """The console holds a working token."""
 
 
+CARD_REFUSED = "card.refused"  # polaris.services.hooks.CARD_REFUSED_EVENT
+
+
+def card_refused_text(data: dict) -> str:
+    """One line for the operator: which card, where, and why it may not charge."""
+    where = str(data.get("charge_box_id", "?"))
+    if data.get("connector_id") is not None:
+        where += f" connector {data['connector_id']}"
+    policy = data.get("policy")
+    suffix = f" (CHARGING_POLICY={policy})" if policy else ""
+    return f"Card {data.get('id_tag', '?')} at {where}: {data.get('reason', 'refused')}{suffix}"
+
+
 class LiveActivity(Message):
     """Non-charger live events (sessions, sync) for whichever screen shows them."""
 
@@ -205,6 +218,9 @@ class PolarisApp(App):
                         screen.post_message(ChargersChanged(touched, reshaped))
         if self._pending_other:
             other, self._pending_other = self._pending_other, []
+            for event in other:
+                if event.type == CARD_REFUSED and isinstance(event.data, dict):
+                    self.notify(card_refused_text(event.data), title="Card refused", severity="warning", timeout=15)
             for screen in self.screen_stack:
                 screen.post_message(LiveActivity(other))
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from polaris.db.repos import magic_links
 
 from .conftest import last_link, path_of, sign_in
+
+
+@pytest.fixture
+def portal_settings(settings):
+    """The portal with the welcome mail turned on (off by default: the original never sent it)."""
+    return settings.model_copy(update={"SSE_TRANSPORT": "memory", "EMAIL_OPTIONAL_CATEGORIES": "welcome"})
 
 
 async def _request(b, email: str):

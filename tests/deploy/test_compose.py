@@ -25,6 +25,8 @@ CADDY = [ROOT / "deploy" / "Caddyfile", *sorted((ROOT / "deploy" / "caddy").glob
 # documented in .env.example.
 COMPOSE_ONLY = {
     "POSTGRES_PASSWORD",
+    "POSTGRES_USER",
+    "POSTGRES_DB",
     "OCPP_HOST",
     "ACME_EMAIL",
     "POLARIS_IMAGE_TAG",

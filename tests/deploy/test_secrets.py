@@ -47,7 +47,8 @@ def test_prints_every_guide_secret_as_env_lines(tmp_path):
 def test_generated_values_pass_the_settings_checks(tmp_path):
     values = json.loads(polaris("secrets", "--json", cwd=tmp_path).stdout)
     s = Settings(_env_file=None, DATABASE_URL="postgresql://u@h/db", **values)
-    s.require("web", "ocpp")  # raises ConfigError if any were too short
+    s.require("web", "ocpp")  # raises ConfigError if any were missing
+    assert s.weak_secrets() == []  # and none is shorter than recommended
 
 
 def test_json_is_one_document(tmp_path):

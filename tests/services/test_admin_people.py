@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 from polaris.db.repos import charge_boxes, customers, id_tags
 
 API = "/api/admin/v1"
 
+
+
+@pytest.fixture
+def web_settings(settings):
+    """The services' web settings with the account mails turned on (off by default, as in the original)."""
+    return settings.model_copy(update={"SSE_TRANSPORT": "memory", "STEVE_BASE_URL": "http://127.0.0.1:9",
+                                       "EMAIL_OPTIONAL_CATEGORIES": "account-inactive,account-reactivated"})
 
 async def test_customers_create_list_detail_edit(api, pool, operator, admin):
     h = operator.headers

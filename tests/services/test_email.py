@@ -205,7 +205,7 @@ async def test_an_outage_delays_mail_but_never_loses_or_doubles_it(pool, setting
     retried = await pool.fetchval("SELECT count(*) FROM app.email_outbox WHERE attempts > 1")
     assert retried >= 1
     doc = worker.delivered[0]
-    assert doc["from"] == settings.EMAIL_FROM and doc["category"] == "magic-link"
+    assert doc["from"] == settings.email_sender and doc["category"] == "magic-link"
 
 
 async def test_a_refused_signature_holds_mail_with_the_reason(pool, settings, worker, fast):

@@ -86,3 +86,33 @@ async def test_revoked_token_stops_the_stream(live_web):
         stream = EventStream(api, on_state=lambda ok, why: states.append((ok, why)))
         got = [e async for e in stream]
     assert got == [] and states == [(False, "not authorized for live events")]
+
+
+async def test_a_refused_card_is_shown_to_the_operator_with_its_reason(live_web, clock):
+    import json
+    import secrets
+    import time
+
+    import httpx
+
+    from polaris.db.repos import id_tags
+    from polaris.services import hooks
+
+    live_web.require("GET", "/api/admin/v1/events")
+    async with live_web.pool.acquire() as conn:
+        await id_tags.add_id_tag(conn, "LOOSE-1")  # registered, no customer
+    app = PolarisApp(live_web.url, token=await live_web.token(), clock=clock, live=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await until(pilot, lambda: app.live_connected)
+        raw = json.dumps({"idTag": "LOOSE-1", "chargeBoxId": "CB-9", "connectorId": 2, "isStartTx": True,
+                          "ts": int(time.time() * 1000), "nonce": secrets.token_urlsafe(16)}).encode()
+        key = live_web.settings.STEVE_PREAUTH_HMAC_KEY.get_secret_value()
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(live_web.url + hooks.PRE_AUTHORIZE_PATH, content=raw,
+                                   headers={"Content-Type": "application/json", "X-Signature": hooks.sign(key, raw)})
+        assert resp.json() == {"override": "BLOCKED"}
+        await until(pilot, lambda: any(n.title == "Card refused" for n in app._notifications))
+        (note,) = [n for n in app._notifications if n.title == "Card refused"]
+        assert note.message == ("Card LOOSE-1 at CB-9 connector 2: card not linked to a customer "
+                                "(CHARGING_POLICY=subscription)")

@@ -218,7 +218,8 @@ async def start_charging(
     if card is None:
         raise PortalError(404, "not_found", "no_card")
     async with pool_of(app).acquire() as conn:
-        reason = charging_policy.refusal(await charging_policy.card_facts(conn, card["id_tag"]))
+        policy = await charging_policy.effective_policy(conn, app[appkeys.SETTINGS].CHARGING_POLICY)
+        reason = charging_policy.refusal(await charging_policy.card_facts(conn, card["id_tag"]), policy=policy)
         since = await conn.fetchval("SELECT now()")
     if reason is not None:
         raise ApiError(403, "may_not_charge", reason)

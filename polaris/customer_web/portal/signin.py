@@ -6,6 +6,8 @@ customers through it too); `invite` and `link_url` are re-exported from there.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from aiohttp import web
 
@@ -20,6 +22,7 @@ from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth import AuthUser, signin_links
 from polaris.services.auth.signin_links import invite, link_url
+from polaris.services.email import category_enabled
 
 log = get_logger(__name__)
 
@@ -85,7 +88,8 @@ async def consume_link(app: web.Application, token: str) -> asyncpg.Record:
         except magic_links.LinkRefused as exc:
             raise link_refusal(exc) from None
         if link["purpose"] in ("signin", "invite") and link["role"] == "customer":
-            if await sessions_repo.never_signed_in(conn, link["user_id"]):
+            settings = app[appkeys.SETTINGS]
+            if category_enabled(settings, "welcome") and await sessions_repo.never_signed_in(conn, link["user_id"]):
                 await mail.welcome(conn, user_id=link["user_id"], to=link["email"],
                                    portal_url=app[appkeys.SETTINGS].CUSTOMER_BASE_URL)
         return link
@@ -93,8 +97,9 @@ async def consume_link(app: web.Application, token: str) -> asyncpg.Record:
 
 async def start_browser_session(app: web.Application, user_id: int, *, ip: str | None, user_agent: str | None) -> str:
     async with pool_of(app).acquire() as conn:
+        idle = timedelta(seconds=app[appkeys.SETTINGS].CUSTOMER_SESSION_TTL_SECONDS)
         token, _ = await sessions_repo.create_session(
-            conn, user_id, method="magic_link", ip=ip, user_agent=user_agent
+            conn, user_id, method="magic_link", ip=ip, user_agent=user_agent, idle=idle
         )
     return token
 

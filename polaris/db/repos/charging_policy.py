@@ -1,4 +1,10 @@
-"""What decides, from local data only, whether a card may start charging."""
+"""What decides, from local data only, whether a card may start charging.
+
+Two policies (CHARGING_POLICY): `subscription` (ours) also refuses a card with no active
+customer or no billable Lago subscription; `open` (the original product's) refuses only
+what the card itself says (blocked, expired), so a moved deployment's cards keep working.
+Unset, a deployment whose cards were imported from the original runs `open`.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +34,20 @@ async def card_facts(conn: asyncpg.Connection, id_tag: str) -> asyncpg.Record | 
     )
 
 
-def refusal(card: asyncpg.Record | None, *, now: datetime | None = None) -> str | None:
-    """Why this card may not charge (a reason for the log), or None when policy allows it.
+POLICIES = ("open", "subscription")
+
+
+async def effective_policy(conn: asyncpg.Connection, setting: str | None) -> str:
+    """CHARGING_POLICY, or when unset: `open` once cards came from the original (SteVe), else `subscription`."""
+    if setting is not None:
+        return setting
+    imported = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM ocpp.steve_imports WHERE steve_table = 'ocpp_tag')")
+    return "open" if imported else "subscription"
+
+
+def refusal(card: asyncpg.Record | None, *, now: datetime | None = None, policy: str = "subscription") -> str | None:
+    """Why this card may not charge under `policy` (a reason for the log and the console), or
+    None when it may.
 
     An unregistered card is not refused here: the OCPP server already answers Invalid
     for it, and keeps the energy of an offline session started with it.
@@ -41,6 +59,8 @@ def refusal(card: asyncpg.Record | None, *, now: datetime | None = None) -> str 
         return "card blocked"
     if card["expiry_date"] is not None and card["expiry_date"] <= now:
         return "card expired"
+    if policy == "open":
+        return None
     if card["customer_id"] is None:
         return "card not linked to a customer"
     if not card["customer_active"] or not card["user_active"]:

@@ -66,8 +66,10 @@ async def create_link(
     new_email: str | None = None,
     return_to: str | None = None,
     ip: str | None = None,
+    ttl: timedelta | None = None,
 ) -> tuple[str, asyncpg.Record]:
-    """Issue a link; return (token for the URL, row). Only the token's hash is stored."""
+    """Issue a link valid `ttl` (default: its purpose's); return (token for the URL, row).
+    Only the token's hash is stored."""
     if purpose not in TTL:
         raise InvalidInput(f"a link's purpose is one of {', '.join(TTL)}, not {purpose!r}")
     token = secrets.token_urlsafe(32)
@@ -85,7 +87,7 @@ async def create_link(
         new_email,
         check_return_to(return_to),
         ip,
-        TTL[purpose],
+        ttl if ttl is not None else TTL[purpose],
     )
     return token, row
 

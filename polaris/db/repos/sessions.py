@@ -44,15 +44,18 @@ async def create_session(
     method: str,
     ip: str | None = None,
     user_agent: str | None = None,
+    idle: timedelta | None = None,
 ) -> tuple[str, asyncpg.Record]:
-    """Start a session; return (cookie value, row). Only the hash is stored."""
+    """Start a session that ends after `idle` unused (default SESSION_IDLE); return
+    (cookie value, row). Only the hash is stored."""
     token = secrets.token_urlsafe(32)
     now = _now()
     row = await conn.fetchrow(
         """
         INSERT INTO app.sessions
-            (token_hash, user_id, csrf_token, method, ip, user_agent, expires_at, absolute_expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            (token_hash, user_id, csrf_token, method, ip, user_agent, expires_at, absolute_expires_at,
+             idle_seconds)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         RETURNING id, user_id, csrf_token, method, created_at, expires_at
         """,
         hash_secret(token),
@@ -61,8 +64,9 @@ async def create_session(
         method,
         ip,
         (user_agent or "")[:300] or None,
-        now + SESSION_IDLE,
+        now + (idle or SESSION_IDLE),
         now + SESSION_ABSOLUTE,
+        int(idle.total_seconds()) if idle is not None else None,
     )
     await conn.execute("UPDATE app.users SET last_login_at = now() WHERE id = $1", user_id)
     return token, row
@@ -83,7 +87,9 @@ async def get_session(conn: asyncpg.Connection, token: str) -> asyncpg.Record | 
         await conn.execute(
             """
             UPDATE app.sessions
-            SET last_seen_at = now(), expires_at = least(now() + $2::interval, absolute_expires_at)
+            SET last_seen_at = now(),
+                expires_at = least(now() + coalesce(make_interval(secs => idle_seconds), $2::interval),
+                                   absolute_expires_at)
             WHERE id = $1
             """,
             row["id"],

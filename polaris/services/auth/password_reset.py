@@ -51,11 +51,12 @@ async def mail_reset_link(conn, request: web.Request, user, *, requested_by: str
         log.warning("password reset rate limited", user_id=user["id"])
         return False
     settings = request.app[appkeys.SETTINGS]
-    token = await password_resets.create_reset(conn, user["id"], lifetime=LIFETIME, requested_by=requested_by)
+    lifetime = timedelta(seconds=settings.ADMIN_PASSWORD_RESET_TTL_SECONDS)  # default LIFETIME
+    token = await password_resets.create_reset(conn, user["id"], lifetime=lifetime, requested_by=requested_by)
     link = settings.ADMIN_BASE_URL.rstrip("/") + LINK_PREFIX + token
     await send_mail(
         conn, "admin-password-reset", to=user["email"], link=link,
-        expires_minutes=int(LIFETIME.total_seconds() // 60), name=user["name"],
+        expires_minutes=int(lifetime.total_seconds() // 60), name=user["name"],
     )
     return True
 

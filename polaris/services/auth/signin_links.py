@@ -8,6 +8,8 @@ inside one transaction: no link without its mail, no mail without its link.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 
 from polaris.config import Settings
@@ -37,10 +39,12 @@ async def mail_signin_link(
     a sign-in link (valid SIGNIN_TTL). Returns the link's row (id, expires_at, ...).
     """
     purpose = "invite" if invite else "signin"
-    ttl = magic_links.INVITE_TTL if invite else magic_links.SIGNIN_TTL
+    # MAGIC_LINK_TTL_SECONDS / MAGIC_LINK_INVITE_TTL_SECONDS (the original's names; 15 min / 24 h).
+    seconds = settings.MAGIC_LINK_INVITE_TTL_SECONDS if invite else settings.MAGIC_LINK_TTL_SECONDS
+    ttl = timedelta(seconds=seconds)
     async with conn.transaction():
         token, link = await magic_links.create_link(
-            conn, customer["user_id"], customer["email"], purpose=purpose, return_to=return_to, ip=ip
+            conn, customer["user_id"], customer["email"], purpose=purpose, return_to=return_to, ip=ip, ttl=ttl
         )
         await send_mail(
             conn, "magic-link", to=customer["email"], dedupe_key=f"magic-link:{link['id']}",

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 from aiohttp import web
 
+from polaris.config import OPTIONAL_EMAIL_CATEGORIES, Settings
 from polaris.db.repos import email_outbox
 from polaris.logs import get_logger
 from polaris.services.appkeys import HTTP_CLIENT, PG_POOL, SETTINGS
@@ -29,7 +30,13 @@ EMAIL_SENDER = web.AppKey("email_sender", EmailSender)
 CATCH_UP_SECONDS = 300.0
 _told_outbox_only = False
 
-__all__ = ["CATEGORIES", "EMAIL_SENDER", "RenderedMail", "render", "send_mail", "setup"]
+__all__ = ["CATEGORIES", "EMAIL_SENDER", "RenderedMail", "category_enabled", "render", "send_mail", "setup"]
+
+
+def category_enabled(settings: Settings, category: str) -> bool:
+    """False for mail the original never sent (welcome, account-inactive, account-reactivated)
+    unless EMAIL_OPTIONAL_CATEGORIES names it; every other category is always on."""
+    return category not in OPTIONAL_EMAIL_CATEGORIES or category in settings.email_optional_categories
 
 
 async def send_mail(
@@ -80,7 +87,10 @@ async def _email_ctx(app: web.Application) -> AsyncIterator[None]:
     global _told_outbox_only
     settings = app[SETTINGS]
     sender = own_client = None
-    if settings.email_worker_enabled and settings.CF_EMAIL_WORKER_SECRET:
+    if settings.email_sender_problem():
+        # A sender the worker refuses would get every mail held: none is attempted.
+        log.warning(settings.email_sender_problem() or "")
+    elif settings.email_worker_enabled and settings.CF_EMAIL_WORKER_SECRET:
         http = app.get(HTTP_CLIENT)
         if http is None:
             http = own_client = httpx.AsyncClient()

@@ -70,7 +70,8 @@ log = get_logger(__name__)
 
 async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     settings: Settings = app[SETTINGS]
-    bus = EventBus(app[PG_POOL], transport=settings.SSE_TRANSPORT, dsn=settings.database_url)
+    bus = EventBus(app[PG_POOL], transport=settings.SSE_TRANSPORT, dsn=settings.database_url,
+                   max_pending=settings.SSE_MAX_PENDING_PER_CLIENT)
     await bus.start()
     app[EVENT_BUS] = bus
     ingest = OcppIngest(app)

@@ -93,10 +93,11 @@ class Subscription:
     then on `deliver` writes them straight to the socket: one event to 1,000 streams is
     1,000 `transport.write` calls, not 1,000 task wake-ups (the 100 ms fan-out target)."""
 
-    def __init__(self, topics: Iterable[str], predicate: Predicate | None) -> None:
+    def __init__(self, topics: Iterable[str], predicate: Predicate | None, max_pending: int | None = None) -> None:
         self.topics = frozenset(topics)
         self.predicate = predicate
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_MAX + 1)
+        self.max_pending = max_pending or QUEUE_MAX
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(self.max_pending + 1)
         self.closed = False
         self.skip_up_to = 0  # already sent by the replay
         self._transport: asyncio.Transport | None = None
@@ -109,7 +110,7 @@ class Subscription:
             return
         if self._transport is not None:
             self._write(event.chunk if self._chunked else event.wire)
-        elif self.queue.qsize() >= QUEUE_MAX:
+        elif self.queue.qsize() >= self.max_pending:
             self.close()
         else:
             self.queue.put_nowait(event)
@@ -156,13 +157,16 @@ class Subscription:
 class EventBus:
     """Stores events, fans them out to subscribers, and (postgres) shares them between instances."""
 
-    def __init__(self, pool: asyncpg.Pool, *, transport: str, dsn: str | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, transport: str, dsn: str | None = None, max_pending: int | None = None
+    ) -> None:
         if transport not in ("memory", "postgres"):
             raise ValueError(f"SSE_TRANSPORT is memory or postgres, not {transport!r}")
         if transport == "postgres" and not dsn:
             raise ValueError("SSE_TRANSPORT=postgres needs DATABASE_URL")
         self.pool = pool
         self.transport = transport
+        self.max_pending = max_pending  # SSE_MAX_PENDING_PER_CLIENT; None: QUEUE_MAX
         self._dsn = dsn
         self._by_topic: dict[str, set[Subscription]] = {}
         # Ids recently delivered, so a catch-up after a reconnect never delivers twice.
@@ -216,7 +220,7 @@ class EventBus:
     # --- subscribers ---------------------------------------------------------------
 
     def subscribe(self, topics: Iterable[str], predicate: Predicate | None = None) -> Subscription:
-        sub = Subscription(topics, predicate)
+        sub = Subscription(topics, predicate, self.max_pending)
         if not sub.topics:
             raise ValueError("subscribe to at least one topic")
         for topic in sub.topics:

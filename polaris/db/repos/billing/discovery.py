@@ -33,6 +33,24 @@ async def discover_transactions(conn: asyncpg.Connection, floor_id: int) -> int:
     return int(status.split()[-1])
 
 
+async def discover_recent(conn: asyncpg.Connection, since: datetime) -> int:
+    """Bring in transactions that started or ended at or after `since` and are not in the sync
+    (SYNC_LOOKBACK_MINUTES on every pass, as the original did): a session below the cursor
+    floor (an import, a clock that was wrong) is still billed when it ends recently."""
+    status = await conn.execute(
+        """
+        INSERT INTO billing.transaction_sync_state (transaction_id, discovered_by)
+        SELECT t.id, 'lookback' FROM ocpp.transactions t
+        WHERE (t.start_timestamp >= $1 OR t.stop_timestamp >= $1)
+          AND NOT EXISTS (SELECT 1 FROM billing.transaction_sync_state s WHERE s.transaction_id = t.id)
+        ORDER BY t.id
+        ON CONFLICT (transaction_id) DO NOTHING
+        """,
+        since,
+    )
+    return int(status.split()[-1])
+
+
 async def discover_backfill(conn: asyncpg.Connection, since: datetime) -> int:
     """Bring transactions that started at or after `since` into the sync (polaris sync backfill)."""
     status = await conn.execute(

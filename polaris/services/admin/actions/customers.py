@@ -8,7 +8,7 @@ from polaris.config import Settings
 from polaris.db.repos import customers
 from polaris.services.admin.actions.base import Actor, changed, record, refuse_nulls
 from polaris.services.auth import signin_links
-from polaris.services.email import send_mail
+from polaris.services.email import category_enabled, send_mail
 
 
 async def create_customer(
@@ -59,9 +59,9 @@ async def edit_customer(
         if a:
             action = {False: "customer.deactivate", True: "customer.reactivate"}.get(a.get("active"), "customer.edit")
             await record(conn, actor, action, "customer", customer_id, before=b, after=a)
-        if "active" in a:
+        category = "account-inactive" if a.get("active") is False else "account-reactivated"
+        if "active" in a and category_enabled(settings, category):  # off unless EMAIL_OPTIONAL_CATEGORIES
             await send_mail(
-                conn, "account-inactive" if a["active"] is False else "account-reactivated",
-                to=after["email"], name=after["name"], portal_url=settings.CUSTOMER_BASE_URL,
+                conn, category, to=after["email"], name=after["name"], portal_url=settings.CUSTOMER_BASE_URL,
             )
     return after
