@@ -27,6 +27,7 @@ from polaris.services import (
     appkeys,
     apple,
     email,
+    expresscan,
     hooks,
     lago_webhooks,
     live,
@@ -43,7 +44,9 @@ from polaris.services.metrics import metrics_middleware
 
 log = get_logger(__name__)
 
-ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/api/ocpp/", "/api/webhook/lago", "/.well-known/apple-app-site-association")
+ANY_HOST_PREFIXES = ("/healthz", "/readyz", "/api/ocpp/", "/api/webhook/lago", "/.well-known/apple-app-site-association",
+                     # The original iOS app talks to the admin host (staff register it).
+                     "/api/devices/", "/expresscan/")
 ADMIN_PREFIX = "/api/admin/"
 
 _warned_local_mode = False
@@ -169,6 +172,7 @@ def app_factory(
     customer_web.setup(app)
     alerts.setup(app)
     apple.setup(app)
+    expresscan.setup(app)
     return app
 
 

@@ -87,7 +87,7 @@ async def queue_push_to_user(
         """
         INSERT INTO app.push_outbox (device_id, token, kind, payload, dedupe_key, expires_at)
         SELECT d.id, d.token, $2, $3, $4 || ':' || d.id, now() + $5::interval
-        FROM app.devices d WHERE d.user_id = $1
+        FROM app.devices d WHERE d.user_id = $1 AND d.token IS NOT NULL AND d.deleted_at IS NULL
         ON CONFLICT (dedupe_key) DO NOTHING
         """,
         user_id,

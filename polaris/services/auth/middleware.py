@@ -30,7 +30,8 @@ SESSION = web.RequestKey("session", object)
 AUTH_ID = web.RequestKey("auth_id", int)
 
 # Paths that never look at the caller's identity (health, machine-to-machine hooks).
-NO_AUTH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/ocpp/", "/api/webhook/", "/static/")
+# /api/devices/: the original iOS app's API authenticates its own `dev_` tokens (services/expresscan.py).
+NO_AUTH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/ocpp/", "/api/webhook/", "/static/", "/api/devices/")
 # Writes that start a session cannot carry a session's CSRF token yet.
 CSRF_EXEMPT = frozenset(
     {

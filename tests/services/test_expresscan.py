@@ -1,0 +1,217 @@
+"""The original iOS app's device API, replayed as the app sends it (requests and answers
+written from vladzaharia/expressync routes/api/devices/{register,me,heartbeat}.ts,
+[deviceId].ts, [deviceId]/push-token.ts and routes/admin/expresscan/register.tsx)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from polaris.services import expresscan
+
+from .conftest import PASSWORD
+
+APNS = "ab" * 32
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def register_body(code: str, verifier: str, **over) -> dict:
+    """RegisterBody as the app's ExpresScan client sends it."""
+    body = {
+        "oneTimeCode": code, "codeVerifier": verifier, "label": "Front desk iPhone", "platform": "ios",
+        "model": "iPhone15,2", "osVersion": "17.4", "appVersion": "1.3.0", "pushToken": APNS,
+        "apnsEnvironment": "sandbox", "requestedCapabilities": ["scanner"],
+    }
+    body.update(over)
+    return body
+
+
+@pytest.fixture
+async def signed_in(api, make_user):
+    """A staff member's browser session (the cookie the app's ASWebAuthenticationSession has)."""
+    await make_user("desk@example.com", "admin", name="Desk Admin")
+    resp = await api.post("/api/admin/v1/auth/login", json={"email": "desk@example.com", "password": PASSWORD})
+    assert resp.status in (200, 201), await resp.text()
+    return api
+
+
+async def mint(client, challenge: str, label: str = "iPhone") -> str:
+    resp = await client.get(expresscan.REGISTER_PAGE, params={"codeChallenge": challenge, "label": label},
+                            allow_redirects=False)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Cache-Control"] == "no-store"
+    target = resp.headers["Refresh"].split("url=", 1)[1]
+    assert target.startswith("expresscan://register/callback?")
+    assert target in await resp.text() or target.replace("&", "&amp;") in await resp.text()
+    return parse_qs(urlsplit(target).query)["code"][0]
+
+
+async def registered(client) -> dict:
+    verifier, challenge = pkce()
+    code = await mint(client, challenge)
+    resp = await client.post("/api/devices/register", json=register_body(code, verifier),
+                             headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_registration_with_pkce_gives_the_originals_answer(signed_in, pool):
+    verifier, challenge = pkce()
+    code = await mint(signed_in, challenge, label="Front desk")
+    # The app's URLSession has no cookie: the PKCE proof is the only credential.
+    signed_in.session.cookie_jar.clear()
+    resp = await signed_in.post("/api/devices/register", json=register_body(code, verifier))
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Cache-Control"] == "no-store" and resp.headers["Pragma"] == "no-cache"
+    body = await resp.json()
+    assert set(body) == {"ok", "deviceId", "deviceToken", "deviceSecret", "capabilities", "expiresAtIso"}
+    assert body["ok"] is True and body["capabilities"] == ["scanner"]
+    uuid.UUID(body["deviceId"])
+    assert body["deviceToken"].startswith("dev_") and len(body["deviceToken"]) > 40
+    assert len(body["deviceSecret"]) >= 43
+    expires = datetime.fromisoformat(body["expiresAtIso"].replace("Z", "+00:00"))
+    assert timedelta(days=364) < expires - datetime.now(UTC) < timedelta(days=366)
+
+    async with pool.acquire() as conn:
+        dev = await conn.fetchrow("SELECT * FROM app.devices WHERE public_id = $1", uuid.UUID(body["deviceId"]))
+        tok = await conn.fetchrow("SELECT * FROM app.device_tokens WHERE device_id = $1", dev["id"])
+        entry = await conn.fetchrow("SELECT action FROM app.audit_log WHERE target_id = $1", body["deviceId"])
+    assert dev["token"] == APNS and dev["sandbox"] and dev["label"] == "Front desk iPhone"
+    # The token is kept only as its hash.
+    assert tok["token_hash"] == hashlib.sha256(body["deviceToken"].encode()).hexdigest()
+    assert body["deviceToken"] not in str(dict(tok))
+    assert entry["action"] == "device.register"
+
+    # Single use: the same code again is refused like any bad code.
+    again = await signed_in.post("/api/devices/register", json=register_body(code, verifier))
+    assert again.status == 400 and await again.json() == {"error": "invalid_code"}
+
+
+async def test_a_wrong_verifier_or_an_unknown_code_is_invalid_code(signed_in):
+    verifier, challenge = pkce()
+    code = await mint(signed_in, challenge)
+    other, _ = pkce()
+    resp = await signed_in.post("/api/devices/register", json=register_body(code, other))
+    assert resp.status == 400 and await resp.json() == {"error": "invalid_code"}
+    # A wrong verifier does not use the code up.
+    resp = await signed_in.post("/api/devices/register", json=register_body(code, verifier))
+    assert resp.status == 200
+    resp = await signed_in.post("/api/devices/register", json=register_body("nope", verifier))
+    assert resp.status == 400 and await resp.json() == {"error": "invalid_code"}
+
+
+async def test_an_expired_code_is_refused(signed_in, pool):
+    verifier, challenge = pkce()
+    code = await mint(signed_in, challenge)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE app.device_register_codes SET expires_at = now() - interval '1 second'")
+    resp = await signed_in.post("/api/devices/register", json=register_body(code, verifier))
+    assert resp.status == 400 and await resp.json() == {"error": "invalid_code"}
+
+
+@pytest.mark.parametrize(("over", "error"), [
+    ({"platform": "android"}, "invalid_platform"),
+    ({"requestedCapabilities": ["root"]}, "invalid_capabilities"),
+    ({"requestedCapabilities": []}, "invalid_capabilities"),
+    ({"codeVerifier": "short"}, "invalid_verifier"),
+    ({"oneTimeCode": ""}, "invalid_code"),
+    ({"apnsEnvironment": "wat"}, "invalid_body"),
+    ({"model": ""}, "invalid_body"),
+    ({"pushToken": "not-hex"}, "invalid_body"),
+])
+async def test_bad_register_bodies_get_the_originals_error_codes(signed_in, pool, over, error):
+    verifier, challenge = pkce()
+    code = await mint(signed_in, challenge)
+    resp = await signed_in.post("/api/devices/register", json=register_body(code, verifier, **over))
+    assert resp.status == 400 and await resp.json() == {"error": error}
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM app.device_tokens") == 0
+    resp = await signed_in.post("/api/devices/register", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and await resp.json() == {"error": "invalid_body"}
+
+
+async def test_minting_needs_a_staff_browser_session(api, make_user):
+    _, challenge = pkce()
+    resp = await api.get(expresscan.REGISTER_PAGE, params={"codeChallenge": challenge})
+    assert resp.status == 401 and "Sign in" in await resp.text()
+    await make_user("c@example.com", "customer")
+    # A bad challenge is refused once signed in.
+    await make_user("ops@example.com", "operator")
+    resp = await api.post("/api/admin/v1/auth/login", json={"email": "ops@example.com", "password": PASSWORD})
+    assert resp.status in (200, 201)
+    resp = await api.get(expresscan.REGISTER_PAGE, params={"codeChallenge": "plain"})
+    assert resp.status == 400 and "codeChallenge" in await resp.text()
+
+
+async def test_me_heartbeat_push_token_and_sign_out_as_the_app_calls_them(signed_in, pool):
+    reg = await registered(signed_in)
+    signed_in.session.cookie_jar.clear()
+    auth = {"Authorization": f"Bearer {reg['deviceToken']}"}
+
+    resp = await signed_in.get("/api/devices/me", headers=auth)
+    assert resp.status == 200, await resp.text()
+    me = await resp.json()
+    assert set(me) == {"ok", "deviceId", "ownerUserId", "ownerDisplayName", "ownerName", "ownerEmail",
+                       "ownerRole", "planCode", "planName", "capabilities", "label", "registeredAtIso",
+                       "createdAtIso", "expiresAtIso"}
+    assert me["deviceId"] == reg["deviceId"] and me["ownerEmail"] == "desk@example.com"
+    assert me["ownerDisplayName"] == "Desk Admin" and me["ownerRole"] == "admin"
+    assert me["capabilities"] == ["scanner"] and me["expiresAtIso"] == reg["expiresAtIso"]
+    assert me["createdAtIso"] == me["registeredAtIso"] and isinstance(me["ownerUserId"], str)
+
+    for bad in ({}, {"Authorization": "Bearer dev_wrong"}, {"Authorization": "Bearer pol_x"}):
+        resp = await signed_in.get("/api/devices/me", headers=bad)
+        assert resp.status == 401 and await resp.json() == {"error": "unauthorized"}
+
+    resp = await signed_in.post("/api/devices/heartbeat", headers=auth)
+    assert resp.status == 200 and await resp.json() == {"ok": True}
+    resp = await signed_in.post("/api/devices/heartbeat", headers=auth,
+                                json={"batteryLevel": 0.8, "isCharging": True, "networkType": "wifi"})
+    assert resp.status == 200
+    resp = await signed_in.post("/api/devices/heartbeat", headers=auth, json={"batteryLevel": 2})
+    assert resp.status == 400 and await resp.json() == {"error": "invalid_body"}
+    resp = await signed_in.post("/api/devices/heartbeat", headers=auth, json={"extra": 1})
+    assert resp.status == 400
+
+    new_token = "cd" * 32
+    path = f"/api/devices/{reg['deviceId']}/push-token"
+    resp = await signed_in.put(path, headers=auth, json={"pushToken": new_token, "apnsEnvironment": "production"})
+    assert resp.status == 200 and await resp.json() == {"ok": True}
+    resp = await signed_in.put(path, headers=auth, json={"pushToken": new_token})
+    assert resp.status == 400
+    resp = await signed_in.put(path, headers=auth, data=b"{not-json")
+    assert resp.status == 400
+    resp = await signed_in.put("/api/devices/not-a-uuid/push-token", headers=auth, json={})
+    assert resp.status == 404 and await resp.json() == {"error": "not_found"}
+    resp = await signed_in.put(f"/api/devices/{uuid.uuid4()}/push-token", headers=auth,
+                               json={"pushToken": new_token, "apnsEnvironment": "sandbox"})
+    assert resp.status == 403 and await resp.json() == {"error": "forbidden"}
+    async with pool.acquire() as conn:
+        dev = await conn.fetchrow("SELECT token, sandbox, last_status FROM app.devices WHERE public_id = $1",
+                                  uuid.UUID(reg["deviceId"]))
+    assert dev["token"] == new_token and not dev["sandbox"]
+    assert dev["last_status"] == {"batteryLevel": 0.8, "isCharging": True, "networkType": "wifi"}
+
+    resp = await signed_in.delete(f"/api/devices/{reg['deviceId']}", headers=auth)
+    assert resp.status == 200 and await resp.json() == {"ok": True}
+    resp = await signed_in.get("/api/devices/me", headers=auth)
+    assert resp.status == 401
+
+
+async def test_a_deactivated_owner_locks_the_device_out(signed_in, pool):
+    reg = await registered(signed_in)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE app.users SET active = false WHERE email = 'desk@example.com'")
+    resp = await signed_in.get("/api/devices/me", headers={"Authorization": f"Bearer {reg['deviceToken']}"})
+    assert resp.status == 401
