@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from polaris.customer_web import portal
-from polaris.services import appkeys
+from polaris.services import appkeys, expresscan
 from polaris.services.auth.middleware import require_user
 from polaris.services.auth.views import client_ip
 from polaris.services.live import jsonable
@@ -425,6 +425,8 @@ def customer_openapi(app: web.Application) -> dict[str, Any]:
                               "session.stopped, charger.status, pairing.tapped",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       "401": _error_response("Not signed in")}}}
+    # The original product's iOS app API (its own paths and bodies), over the same services.
+    expresscan.add_to_document(doc)
     return doc
 
 

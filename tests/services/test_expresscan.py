@@ -215,3 +215,77 @@ async def test_a_deactivated_owner_locks_the_device_out(signed_in, pool):
         await conn.execute("UPDATE app.users SET active = false WHERE email = 'desk@example.com'")
     resp = await signed_in.get("/api/devices/me", headers={"Authorization": f"Bearer {reg['deviceToken']}"})
     assert resp.status == 401
+
+
+def test_the_customer_document_publishes_the_device_api(web_settings):
+    import schemathesis
+
+    from polaris.customer_web.api import customer_openapi
+    from polaris.services.app import app_factory
+
+    doc = customer_openapi(app_factory(web_settings, pool_size=1))
+    schemathesis.openapi.from_dict(doc).validate()
+    assert {"/api/v1/me", "/api/devices/register", "/api/devices/me", "/api/devices/heartbeat",
+            "/api/devices/{deviceId}/push-token", "/api/devices/{deviceId}", "/expresscan/register"} <= set(doc["paths"])
+    assert doc["components"]["securitySchemes"]["deviceToken"]["scheme"] == "bearer"
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+async def test_schema_driven_sweep_with_a_device_token_has_no_server_errors(aiohttp_server, web_settings, pool,
+                                                                          make_user):
+    """Schemathesis over the device API with a live dev_ token and the device's own id."""
+    import asyncio
+
+    import aiohttp
+    import hypothesis
+    import schemathesis
+    from hypothesis import HealthCheck, Phase
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    from polaris.services.app import app_factory
+
+    server = await aiohttp_server(app_factory(web_settings, pool_size=5))
+    base = str(server.make_url("")).rstrip("/")
+    await make_user("desk@example.com", "admin", name="Desk Admin")
+    async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        resp = await browser.post("/api/admin/v1/auth/login", json={"email": "desk@example.com", "password": PASSWORD})
+        assert resp.status in (200, 201)
+        reg = await registered(browser)
+
+    def sweep() -> tuple[int, list[str]]:
+        import requests
+
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {reg['deviceToken']}"}
+        schema = schemathesis.openapi.from_url(base + "/api/v1/openapi.json")
+        failures: list[str] = []
+        tested = 0
+        for result in schema.get_all_operations():
+            op = result.ok()
+            if not op.path.startswith("/api/devices/") or op.method.upper() == "DELETE":
+                continue
+            tested += 1
+
+            @hypothesis.settings(max_examples=15, deadline=None, database=None, derandomize=True,
+                                 phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @hypothesis.given(case=op.as_strategy())
+            def check(case):
+                if case.path_parameters and "deviceId" in case.path_parameters:
+                    case.path_parameters["deviceId"] = reg["deviceId"]
+                response = case.call(base_url=base, session=session, headers=headers, timeout=30)
+                try:
+                    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+                except Exception as exc:
+                    failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {exc}"[:500])
+
+            check()
+        return tested, failures
+
+    tested, failures = await asyncio.to_thread(sweep)
+    assert tested == 4
+    assert not failures, "\n".join(failures[:10])
+    # The sweep's token still works: nothing it sent broke the device.
+    async with aiohttp.ClientSession(base_url=base) as app:
+        resp = await app.get("/api/devices/me", headers={"Authorization": f"Bearer {reg['deviceToken']}"})
+        assert resp.status == 200
