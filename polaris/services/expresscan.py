@@ -207,9 +207,29 @@ async def authenticated_device(request: web.Request):
         return await app_devices.resolve_token(conn, token)
 
 
-def sign(secret: str, message: str) -> str:
-    """HMAC-SHA256 hex of `message` under the device secret (how signed scan results are checked)."""
-    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+SCAN_CLOCK_SKEW = 60  # seconds either way, as the original's scan-result
+
+
+def scan_result_nonce(secret: str, id_tag: str, pairing_code: str, device_id: str, ts: int) -> str:
+    """The original app's signature of a scan result (routes/api/devices/scan-result.ts):
+    hex HMAC-SHA256 under base64url-decode(deviceSecret) of
+    `scan-result/v1|<ID TAG upper-case>|<pairingCode>|<deviceId>|<ts unix seconds>`."""
+    # validate: a secret that is no base64url is refused, never silently shortened.
+    key = base64.b64decode(secret + "=" * (-len(secret) % 4), altchars=b"-_", validate=True)
+    msg = f"scan-result/v1|{id_tag.upper()}|{pairing_code}|{device_id}|{ts}"
+    return hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
+
+
+def check_scan_result(secret: str, id_tag: str, pairing_code: str, device_id: str, ts: int, nonce: str,
+                      now: float) -> str | None:
+    """None when the signed scan result is genuine and fresh, else the original's error code."""
+    if abs(int(now) - ts) > SCAN_CLOCK_SKEW:
+        return "clock_skew"
+    try:
+        expected = scan_result_nonce(secret, id_tag, pairing_code, device_id, ts)
+    except ValueError:  # binascii.Error: the stored secret is no base64url
+        return "invalid_nonce"
+    return None if hmac.compare_digest(expected, nonce.lower()) else "invalid_nonce"
 
 
 # ------------------------------------------------------------------ routes

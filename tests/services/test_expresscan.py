@@ -289,3 +289,29 @@ async def test_schema_driven_sweep_with_a_device_token_has_no_server_errors(aioh
     async with aiohttp.ClientSession(base_url=base) as app:
         resp = await app.get("/api/devices/me", headers={"Authorization": f"Bearer {reg['deviceToken']}"})
         assert resp.status == 200
+
+
+# The original's tests/fixtures/hmac-vectors.json (the iOS app's ScanResultSignerTests use the same).
+HMAC_VECTORS = [
+    ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "04AB12CDEF1234", "X7R2KQ",
+     "00000000-0000-0000-0000-000000000001", 1745622000,
+     "2345bb48320f6a0f89953af9491569ba350e83e7e4c8ea136867ca6a5a648e1f"),
+    ("QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI", "0123456789ABCDEF", "ABC123",
+     "11111111-2222-3333-4444-555555555555", 1700000000,
+     "ce4439749adbb90224d1ef50e788fc28ced71b0ed7674bb0019542e1a9aa8361"),
+]
+
+
+@pytest.mark.parametrize(("secret", "id_tag", "code", "device_id", "ts", "expected"), HMAC_VECTORS)
+def test_scan_result_signatures_match_the_originals_vectors(secret, id_tag, code, device_id, ts, expected):
+    assert expresscan.scan_result_nonce(secret, id_tag, code, device_id, ts) == expected
+    assert expresscan.scan_result_nonce(secret, id_tag.lower(), code, device_id, ts) == expected
+    assert expresscan.check_scan_result(secret, id_tag, code, device_id, ts, expected.upper(), now=ts + 59) is None
+    assert expresscan.check_scan_result(secret, id_tag, code, device_id, ts, expected, now=ts + 61) == "clock_skew"
+    assert expresscan.check_scan_result(secret, id_tag, code, device_id, ts, "0" * 64, now=ts) == "invalid_nonce"
+    assert expresscan.check_scan_result("!!!", id_tag, code, device_id, ts, expected, now=ts) == "invalid_nonce"
+
+
+async def test_the_issued_secret_is_the_originals_key_format(signed_in):
+    reg = await registered(signed_in)
+    assert len(base64.urlsafe_b64decode(reg["deviceSecret"] + "=")) == 32
