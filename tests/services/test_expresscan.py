@@ -315,3 +315,21 @@ def test_scan_result_signatures_match_the_originals_vectors(secret, id_tag, code
 async def test_the_issued_secret_is_the_originals_key_format(signed_in):
     reg = await registered(signed_in)
     assert len(base64.urlsafe_b64decode(reg["deviceSecret"] + "=")) == 32
+
+
+async def test_push_token_taken_by_a_customer_app_leaves_the_registered_device_its_owner(signed_in, pool, make_user):
+    from polaris.db.repos import devices
+
+    reg = await registered(signed_in)  # registered with pushToken APNS
+    cust = await make_user("cust@example.com", "customer")
+    async with pool.acquire() as conn:
+        _, created = await devices.register_device(conn, cust["id"], APNS)
+        staff_row = await conn.fetchrow("SELECT user_id, token FROM app.devices WHERE public_id = $1",
+                                        uuid.UUID(reg["deviceId"]))
+        owner = await conn.fetchval("SELECT user_id FROM app.devices WHERE token = $1", APNS)
+        # Pushes to the staff owner skip a device with no token.
+        queued = await devices.queue_push_to_user(conn, staff_row["user_id"], kind="test", payload={},
+                                                  dedupe_key="t1")
+    assert created and staff_row["token"] is None and owner == cust["id"] and queued == 0
+    resp = await signed_in.get("/api/devices/me", headers={"Authorization": f"Bearer {reg['deviceToken']}"})
+    assert resp.status == 200

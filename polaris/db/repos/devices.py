@@ -33,6 +33,11 @@ async def register_device(
     or accounts, and pushes must follow whoever is signed in on it now.
     """
     token = check_token(token)
+    # A device registered by the original iOS app keeps its row (and its owner); only the
+    # token moves.
+    await conn.execute(
+        "UPDATE app.devices SET token = NULL WHERE token = $1 AND registered_at IS NOT NULL", token
+    )
     row = await conn.fetchrow(
         f"""
         INSERT INTO app.devices (user_id, token, sandbox) VALUES ($1, $2, $3)
