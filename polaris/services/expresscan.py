@@ -11,7 +11,7 @@ Staff register the app, as in the original (vladzaharia/expressync, routes/api/d
    shown this once.
 3. Then, with `Authorization: Bearer dev_...`: `GET /api/devices/me`,
    `POST /api/devices/heartbeat`, `PUT /api/devices/{deviceId}/push-token`,
-   `DELETE /api/devices/{deviceId}` (sign out this phone).
+   `DELETE /api/devices/{deviceId}` (sign out this phone), `GET /api/devices/me/state`.
 
 Request and response bodies, status codes and error codes (`{"error": code}`) are the
 original's. A registered app is a row of app.devices, so push reaches it like any device.
@@ -98,6 +98,53 @@ class MeOut(BaseModel):
     registeredAtIso: str
     createdAtIso: str
     expiresAtIso: str
+
+
+class StateDevice(BaseModel):
+    id: str
+    label: str
+    kind: Literal["phone_nfc", "tablet_nfc", "laptop_nfc"]
+    ownerUserId: str
+    siteId: str | None
+    registeredAt: str
+    lastSeenAt: str | None
+
+
+class StateOwner(BaseModel):
+    id: str
+    role: Literal["admin", "customer"]
+    displayName: str
+
+
+class StateScan(BaseModel):
+    armed: bool
+    pairingCode: str | None
+    expiresAt: str | None
+
+
+class StatePush(BaseModel):
+    last8: str
+    environment: Literal["sandbox", "production"]
+
+
+class StateConnectivity(BaseModel):
+    online: bool
+    lastSyncAt: str | None
+    reconnectCount: int = Field(ge=0)
+    pendingUploads: int = Field(ge=0)
+
+
+class StateOut(BaseModel):
+    """The original's DeviceState envelope (src/lib/devices/device-state.ts)."""
+    device: StateDevice
+    capabilities: list[Literal["scanner", "charger", "user", "kiosk"]]
+    kioskAllowed: bool
+    ownerUser: StateOwner
+    settings: dict[str, Any]
+    scanStatus: StateScan | None
+    pushToken: StatePush | None
+    needsPushToken: bool
+    connectivity: StateConnectivity
 
 
 class HeartbeatBody(BaseModel):
@@ -300,6 +347,54 @@ async def me(request: web.Request) -> web.Response:
     ).model_dump())
 
 
+ONLINE_WINDOW = 90  # seconds since the last heartbeat, as the original's device state
+
+
+def device_state(dev, now) -> StateOut:
+    """The envelope of GET /api/devices/me/state, from what is kept here."""
+    caps = [c for c in (dev["capabilities"] or []) if c in ("scanner", "charger", "user", "kiosk")]
+    base = [c for c in caps if c != "kiosk"]
+    status = dev["last_status"] if isinstance(dev["last_status"], dict) else {}
+
+    def count(key: str) -> int:
+        v = status.get(key)
+        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else 0
+
+    seen = dev["last_seen_at"]
+    return StateOut(
+        device=StateDevice(
+            id=str(dev["public_id"]), label=dev["label"] or "", kind="phone_nfc", ownerUserId=str(dev["user_id"]),
+            siteId=None, registeredAt=_iso(dev["registered_at"]), lastSeenAt=_iso(seen) if seen else None,
+        ),
+        capabilities=caps,
+        # The original: kiosk is legal with exactly one of scanner and user.
+        kioskAllowed=("scanner" in base) != ("user" in base) and "charger" not in base,
+        # Owners here are staff (admins and operators): the original's "admin".
+        ownerUser=StateOwner(id=str(dev["user_id"]), role="admin",
+                             displayName=dev["name"] or dev["email"] or str(dev["user_id"])),
+        settings={},
+        # No scan can be armed for an app yet (scan-result is not served).
+        scanStatus=StateScan(armed=False, pairingCode=None, expiresAt=None) if "scanner" in caps else None,
+        pushToken=StatePush(last8=dev["push_token"][-8:], environment="sandbox" if dev["sandbox"] else "production")
+        if dev["push_token"] else None,
+        needsPushToken=False,
+        connectivity=StateConnectivity(
+            online=seen is not None and (now - seen).total_seconds() <= ONLINE_WINDOW,
+            lastSyncAt=_iso(seen) if seen else None,
+            reconnectCount=count("reconnectCount"), pendingUploads=count("pendingUploads"),
+        ),
+    )
+
+
+async def state(request: web.Request) -> web.Response:
+    dev = await authenticated_device(request)
+    if dev is None:
+        return _json(401, {"error": "unauthorized"})
+    async with request.app[appkeys.PG_POOL].acquire() as conn:
+        now = await conn.fetchval("SELECT now()")
+    return web.Response(text=device_state(dev, now).model_dump_json(), content_type="application/json")
+
+
 async def heartbeat(request: web.Request) -> web.Response:
     dev = await authenticated_device(request)
     if dev is None:
@@ -368,6 +463,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get(REGISTER_PAGE, register_page, name="expresscan_register_page")
     app.router.add_post(API + "/register", register, name="expresscan_register")
     app.router.add_get(API + "/me", me, name="expresscan_me")
+    app.router.add_get(API + "/me/state", state, name="expresscan_state")
     app.router.add_post(API + "/heartbeat", heartbeat, name="expresscan_heartbeat")
     app.router.add_put(API + "/{deviceId}/push-token", push_token, name="expresscan_push_token")
     app.router.add_delete(API + "/{deviceId}", deregister, name="expresscan_deregister")
@@ -379,8 +475,13 @@ TAG = "iOS app (original API)"
 SECURITY_SCHEME = "deviceToken"
 
 
+_DEFS: dict[str, Any] = {}  # nested models, published under components/schemas
+
+
 def _schema(model: type[BaseModel], mode: str = "serialization") -> dict[str, Any]:
-    return model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+    schema = model.model_json_schema(mode=mode, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    _DEFS.update(schema.pop("$defs", {}))
+    return schema
 
 
 def _answers(ok: type[BaseModel] | None, *errors: int) -> dict[str, Any]:
@@ -429,6 +530,11 @@ def openapi_paths() -> dict[str, Any]:
             "summary": "This device and its owner (the app checks its token with this)",
             "responses": _answers(MeOut, 401, 410),
         }},
+        API + "/me/state": {"get": {
+            "operationId": "expresscan_state", "tags": [TAG], "security": device,
+            "summary": "This device's state envelope (capabilities, owner, push token, connectivity)",
+            "responses": _answers(StateOut, 401),
+        }},
         API + "/heartbeat": {"post": {
             "operationId": "expresscan_heartbeat", "tags": [TAG], "security": device,
             "summary": "Liveness ping, optionally with battery and network state",
@@ -449,6 +555,11 @@ def openapi_paths() -> dict[str, Any]:
 
 def add_to_document(doc: dict[str, Any]) -> None:
     doc["paths"].update(openapi_paths())
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in _DEFS.items():
+        if name in schemas and schemas[name] != schema:
+            raise RuntimeError(f"two OpenAPI schemas named {name}")
+        schemas[name] = schema
     doc.setdefault("components", {}).setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
         "type": "http", "scheme": "bearer",
         "description": "Authorization: Bearer dev_... (the deviceToken from POST /api/devices/register)",

@@ -203,6 +203,21 @@ async def test_me_heartbeat_push_token_and_sign_out_as_the_app_calls_them(signed
     assert dev["token"] == new_token and not dev["sandbox"]
     assert dev["last_status"] == {"batteryLevel": 0.8, "isCharging": True, "networkType": "wifi"}
 
+    resp = await signed_in.get("/api/devices/me/state", headers=auth)
+    assert resp.status == 200, await resp.text()
+    st = await resp.json()
+    assert set(st) == {"device", "capabilities", "kioskAllowed", "ownerUser", "settings", "scanStatus",
+                       "pushToken", "needsPushToken", "connectivity"}
+    assert set(st["device"]) == {"id", "label", "kind", "ownerUserId", "siteId", "registeredAt", "lastSeenAt"}
+    assert st["device"]["id"] == reg["deviceId"] and st["device"]["kind"] == "phone_nfc"
+    assert st["capabilities"] == ["scanner"] and st["kioskAllowed"] is True
+    assert st["ownerUser"] == {"id": me["ownerUserId"], "role": "admin", "displayName": "Desk Admin"}
+    assert st["settings"] == {} and st["scanStatus"] == {"armed": False, "pairingCode": None, "expiresAt": None}
+    assert st["pushToken"] == {"last8": new_token[-8:], "environment": "production"}
+    assert st["needsPushToken"] is False
+    assert st["connectivity"] == {"online": True, "lastSyncAt": st["device"]["lastSeenAt"],
+                                  "reconnectCount": 0, "pendingUploads": 0}
+
     resp = await signed_in.delete(f"/api/devices/{reg['deviceId']}", headers=auth)
     assert resp.status == 200 and await resp.json() == {"ok": True}
     resp = await signed_in.get("/api/devices/me", headers=auth)
@@ -225,7 +240,9 @@ def test_the_customer_document_publishes_the_device_api(web_settings):
 
     doc = customer_openapi(app_factory(web_settings, pool_size=1))
     schemathesis.openapi.from_dict(doc).validate()
-    assert {"/api/v1/me", "/api/devices/register", "/api/devices/me", "/api/devices/heartbeat",
+    for ref in {part.split("'")[0] for part in str(doc).split("#/components/schemas/")[1:]}:
+        assert ref in doc["components"]["schemas"], ref
+    assert {"/api/v1/me", "/api/devices/register", "/api/devices/me", "/api/devices/me/state", "/api/devices/heartbeat",
             "/api/devices/{deviceId}/push-token", "/api/devices/{deviceId}", "/expresscan/register"} <= set(doc["paths"])
     assert doc["components"]["securitySchemes"]["deviceToken"]["scheme"] == "bearer"
 
@@ -283,7 +300,7 @@ async def test_schema_driven_sweep_with_a_device_token_has_no_server_errors(aioh
         return tested, failures
 
     tested, failures = await asyncio.to_thread(sweep)
-    assert tested == 4
+    assert tested == 5
     assert not failures, "\n".join(failures[:10])
     # The sweep's token still works: nothing it sent broke the device.
     async with aiohttp.ClientSession(base_url=base) as app:

@@ -87,6 +87,7 @@ async def resolve_token(conn: asyncpg.Connection, token: str) -> asyncpg.Record 
           AND u.id = d.user_id AND u.active AND u.role IN ('admin', 'operator')
         RETURNING t.id AS token_id, t.expires_at AS token_expires_at, t.secret,
                   d.id, d.public_id, d.user_id, d.label, d.capabilities, d.registered_at,
+                  d.last_seen_at, d.last_status, d.token AS push_token, d.sandbox,
                   u.email, u.role, u.name
         """,
         sha256_hex(token),
