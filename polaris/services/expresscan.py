@@ -203,26 +203,44 @@ async def mint_code(conn, user_id: int, code_challenge: str, label: str) -> str:
     return code
 
 
-async def register_device(conn, body: RegisterBody, ip: str | None) -> dict[str, Any] | None:
-    """Exchange a one-time code + PKCE verifier for a device and its credentials (None: no)."""
+async def register_device(
+    conn, body: RegisterBody, ip: str | None, idempotency_key: str | None = None
+) -> dict[str, Any] | None:
+    """Exchange a one-time code + PKCE verifier for a device and its credentials (None: no).
+
+    The original replays the first answer to a retry with the same Idempotency-Key; the
+    token is not kept here to replay, so such a retry (same code and verifier, code still
+    live) gets fresh credentials for the same device and the earlier ones stop working.
+    """
+    challenge = s256(body.codeVerifier)
     async with conn.transaction():
-        claim = await app_devices.claim_code(conn, body.oneTimeCode, s256(body.codeVerifier))
-        if claim is None:
+        claim = await app_devices.claim_code(conn, body.oneTimeCode, challenge)
+        retry = None
+        if claim is None and idempotency_key:
+            retry = await app_devices.retried_code(conn, body.oneTimeCode, challenge, idempotency_key)
+        if claim is None and retry is None:
             return None
-        owner = await conn.fetchrow("SELECT id, email, role, active FROM app.users WHERE id = $1", claim["user_id"])
+        owner = await conn.fetchrow("SELECT id, email, role, active FROM app.users WHERE id = $1",
+                                    (claim or retry)["user_id"])
         if owner is None or not owner["active"] or owner["role"] not in ("admin", "operator"):
             return None
-        device = await app_devices.create_device(conn, owner["id"], {
-            "platform": body.platform, "push_token": body.pushToken,
-            "sandbox": body.apnsEnvironment == "sandbox", "label": body.label[:120], "model": body.model,
-            "os_version": body.osVersion, "app_version": body.appVersion,
-            "capabilities": list(dict.fromkeys(body.requestedCapabilities)),
-        })
+        if retry is not None:
+            device = await app_devices.device_by_id(conn, retry["device_id"])
+            await app_devices.revoke_tokens(conn, device["id"])
+        else:
+            device = await app_devices.create_device(conn, owner["id"], {
+                "platform": body.platform, "push_token": body.pushToken,
+                "sandbox": body.apnsEnvironment == "sandbox", "label": body.label[:120], "model": body.model,
+                "os_version": body.osVersion, "app_version": body.appVersion,
+                "capabilities": list(dict.fromkeys(body.requestedCapabilities)),
+            })
+            await app_devices.mark_code_used(conn, claim["id"], device["id"], idempotency_key)
         token = "dev_" + secrets.token_urlsafe(32)
         secret = secrets.token_urlsafe(32)
         issued = await app_devices.create_token(conn, device["id"], token, secret)
         await audit.record(
-            conn, actor_user_id=owner["id"], actor_email=owner["email"], action="device.register",
+            conn, actor_user_id=owner["id"], actor_email=owner["email"],
+            action="device.token.reissue" if retry is not None else "device.register",
             target_type="device", target_id=str(device["public_id"]),
             after={"label": device["label"], "platform": body.platform, "model": body.model,
                    "app_version": body.appVersion, "capabilities": device["capabilities"],
@@ -320,7 +338,8 @@ async def register(request: web.Request) -> web.Response:
             return _json(400, {"error": _register_reason(err)}, no_store=True)
         async with request.app[appkeys.PG_POOL].acquire() as conn:
             try:
-                result = await register_device(conn, body, ip)
+                key = request.headers.get("Idempotency-Key", "").strip()[:200] or None
+                result = await register_device(conn, body, ip, key)
             except InvalidInput:  # a push token that is no APNs token
                 return _json(400, {"error": "invalid_body"}, no_store=True)
         if result is None:

@@ -350,3 +350,27 @@ async def test_push_token_taken_by_a_customer_app_leaves_the_registered_device_i
     assert created and staff_row["token"] is None and owner == cust["id"] and queued == 0
     resp = await signed_in.get("/api/devices/me", headers={"Authorization": f"Bearer {reg['deviceToken']}"})
     assert resp.status == 200
+
+
+async def test_a_retry_with_the_same_idempotency_key_gets_the_same_device(signed_in, pool):
+    verifier, challenge = pkce()
+    code = await mint(signed_in, challenge)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await signed_in.post("/api/devices/register", json=register_body(code, verifier), headers=key)
+    assert first.status == 200
+    first = await first.json()
+    # The answer was lost on the way; the app sends the same request again.
+    again = await signed_in.post("/api/devices/register", json=register_body(code, verifier), headers=key)
+    assert again.status == 200, await again.text()
+    again = await again.json()
+    assert again["deviceId"] == first["deviceId"] and again["deviceToken"] != first["deviceToken"]
+    assert set(again) == set(first)
+    old = await signed_in.get("/api/devices/me", headers={"Authorization": f"Bearer {first['deviceToken']}"})
+    new = await signed_in.get("/api/devices/me", headers={"Authorization": f"Bearer {again['deviceToken']}"})
+    assert old.status == 401 and new.status == 200
+    # Another key, or no key, or another verifier: the code is used.
+    for headers, v in (({"Idempotency-Key": "other"}, verifier), ({}, verifier), (key, pkce()[0])):
+        resp = await signed_in.post("/api/devices/register", json=register_body(code, v), headers=headers)
+        assert resp.status == 400 and await resp.json() == {"error": "invalid_code"}
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM app.devices WHERE registered_at IS NOT NULL") == 1

@@ -30,7 +30,11 @@ CREATE TABLE app.device_register_codes (
     label           text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz NOT NULL,
-    consumed_at     timestamptz
+    consumed_at     timestamptz,
+    -- What the code was used for: a retry with the same Idempotency-Key (and verifier)
+    -- while the code is live gets fresh credentials for this device, not a second device.
+    device_id       bigint REFERENCES app.devices (id) ON DELETE CASCADE,
+    idempotency_key text CHECK (char_length(idempotency_key) <= 200)
 );
 
 CREATE TABLE app.device_tokens (

@@ -46,6 +46,41 @@ async def claim_code(conn: asyncpg.Connection, code: str, code_challenge: str) -
     )
 
 
+async def mark_code_used(conn: asyncpg.Connection, code_id: int, device_id: int, key: str | None) -> None:
+    await conn.execute(
+        "UPDATE app.device_register_codes SET device_id = $2, idempotency_key = $3 WHERE id = $1",
+        code_id, device_id, key,
+    )
+
+
+async def retried_code(
+    conn: asyncpg.Connection, code: str, code_challenge: str, key: str
+) -> asyncpg.Record | None:
+    """The live code already used under this Idempotency-Key (same verifier), with its device."""
+    return await conn.fetchrow(
+        """
+        SELECT c.id, c.device_id, c.user_id FROM app.device_register_codes c
+        JOIN app.devices d ON d.id = c.device_id AND d.deleted_at IS NULL
+        WHERE c.code_hash = $1 AND c.code_challenge = $2 AND c.idempotency_key = $3
+          AND c.consumed_at IS NOT NULL AND c.expires_at > now()
+        FOR UPDATE OF c
+        """,
+        sha256_hex(code), code_challenge, key,
+    )
+
+
+async def device_by_id(conn: asyncpg.Connection, device_id: int) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "SELECT id, public_id, user_id, label, capabilities, registered_at FROM app.devices WHERE id = $1", device_id
+    )
+
+
+async def revoke_tokens(conn: asyncpg.Connection, device_id: int) -> None:
+    await conn.execute(
+        "UPDATE app.device_tokens SET revoked_at = now() WHERE device_id = $1 AND revoked_at IS NULL", device_id
+    )
+
+
 async def create_device(conn: asyncpg.Connection, user_id: int, info: dict[str, Any]) -> asyncpg.Record:
     push = check_token(info["push_token"]) if info.get("push_token") else None
     if push is not None:
