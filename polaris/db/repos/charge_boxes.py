@@ -28,11 +28,11 @@ LIST_COLUMNS = """
     cb.id, cb.charge_box_id, cb.public_id, cb.description, cb.registration_status, cb.active,
     cb.vendor, cb.model, cb.firmware_version, cb.connected, cb.last_seen_at,
     cb.last_heartbeat_at, cb.last_boot_at, cb.created_at, cb.security_profile,
-    cb.rival_claims, cb.rival_claim_at,
+    cb.rival_claims, cb.rival_claim_at, cb.ocpp_version, cb.ocpp_version_pinned,
     s.name AS site_name, s.address AS site_address
 """
 _CREDENTIALS = ("id, charge_box_id, key_salt, key_hash, registration_status, active, security_profile, "
-                "steve_key_bcrypt")
+                "steve_key_bcrypt, ocpp_version_pinned")
 
 
 def charge_box_id_problem(charge_box_id: str) -> str | None:
@@ -284,6 +284,7 @@ async def record_boot(
     imsi: str | None,
     meter_type: str | None,
     meter_serial_number: str | None,
+    ocpp_version: str = "1.6",
 ) -> str:
     """Store what a BootNotification said; return the registration status to answer with."""
     return await conn.fetchval(
@@ -291,7 +292,8 @@ async def record_boot(
         UPDATE ocpp.charge_boxes SET
             vendor = $2, model = $3, charge_point_serial_number = $4,
             charge_box_serial_number = $5, firmware_version = $6, iccid = $7, imsi = $8,
-            meter_type = $9, meter_serial_number = $10, ocpp_protocol = 'ocpp1.6J',
+            meter_type = $9, meter_serial_number = $10,
+            ocpp_protocol = CASE $11 WHEN '1.6' THEN 'ocpp1.6J' ELSE 'ocpp' || $11 END, ocpp_version = $11,
             last_boot_at = now(), last_seen_at = now(), updated_at = now()
         WHERE id = $1
         RETURNING registration_status
@@ -306,6 +308,7 @@ async def record_boot(
         imsi,
         meter_type,
         meter_serial_number,
+        ocpp_version,
     )
 
 
