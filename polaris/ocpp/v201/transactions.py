@@ -72,18 +72,21 @@ async def transaction_event(s: Session, *, event_type: str, timestamp: str, trig
         if not id_tag:
             info = None  # nothing to tell a station that presented no card
     elif event_type == "Started":
+        # A resent Started (its reply was lost): the same session, its readings stored once.
         log.info("transaction start resent", charge_box_id=s.id, transaction=charger_tx_id,
                  transaction_id=mapping["transaction_id"])
+        samples = []
     transaction_id = mapping["transaction_id"]
     async with s.ctx.pool.acquire() as conn:
         gaps = await transaction_events.note_seq_no(conn, s.pk, charger_tx_id)
     if gaps and gaps != mapping["gaps"]:
         log.warning("TransactionEvent seqNo gap", charge_box_id=s.id, transaction=charger_tx_id,
                     seq_no=seq_no, missing=gaps)
-    if id_tag and not mapping["id_tag"]:
+    if id_tag and info is None:
         info = await _tag_info(s, id_tag)
-        async with s.ctx.pool.acquire() as conn:
-            await transaction_events.set_id_tag(conn, transaction_id, id_tag, info["status"])
+        if not mapping["id_tag"]:  # a start without a card, authorized now
+            async with s.ctx.pool.acquire() as conn:
+                await transaction_events.set_id_tag(conn, transaction_id, id_tag, info["status"])
     if not mapping["meter_start_known"]:
         start_wh = register_wh(samples, lowest=True)
         if start_wh is not None and event_type != "Started":
@@ -101,7 +104,7 @@ async def transaction_event(s: Session, *, event_type: str, timestamp: str, trig
             transaction_data=None, payload=payload)
         async with s.ctx.pool.acquire() as conn:
             await transaction_events.mark_ended(conn, s.pk, charger_tx_id)
-        return stop_info if id_tag else info
+        return stop_info or info
     if samples and any(group for _, group in samples):
         await core.meter_values(s, mapping["connector_id"], transaction_id, samples)
     return info
