@@ -133,3 +133,28 @@ def _camel(answer: dict) -> dict:
     from ocpp.charge_point import snake_to_camel_case
 
     return snake_to_camel_case(answer)
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+@pytest.mark.parametrize("connector_id", [0, 1])
+def test_charging_limit_is_a_valid_set_charging_profile_in_each_version(version, connector_id):
+    from polaris.ocpp.charging_profiles import limit_command
+    from polaris.ocpp.v16.operations import OPERATIONS as OPERATIONS_16
+
+    operation, payload = limit_command(version, connector_id=connector_id, limit=16, profile_id=3)
+    table = OPERATIONS if version == "2.0.1" else OPERATIONS_16
+    table[operation].validate(payload)  # raises InvalidCommand if the schema refuses it
+    purpose = (payload.get("chargingProfile") or payload.get("csChargingProfiles"))["chargingProfilePurpose"]
+    assert purpose == {("2.0.1", 0): "ChargingStationMaxProfile", ("1.6", 0): "ChargePointMaxProfile"}.get(
+        (version, connector_id), "TxDefaultProfile")
+
+
+async def test_send_limit_to_a_201_station_is_stored_when_accepted(ocpp, station, conn):
+    from polaris.ocpp.charging_profiles import send_limit
+
+    answer = await send_limit(ocpp.server, "CB-0001", connector_id=0, limit=32, profile_id=11)
+    assert answer == {"status": "Accepted"}
+    action, received = station.cp.received[-1]
+    assert action == "SetChargingProfile" and received["evse_id"] == 0
+    row = await conn.fetchrow("SELECT connector_id, charging_profile_id, purpose FROM ocpp.charging_profiles")
+    assert tuple(row) == (0, 11, "ChargingStationMaxProfile")
