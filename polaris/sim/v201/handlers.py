@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
@@ -19,9 +19,6 @@ from polaris.logs import get_logger
 from polaris.sim.clock import now_iso
 from polaris.sim.smart_charging import ChargingProfile, Period
 from polaris.sim.station import Station
-
-if TYPE_CHECKING:
-    from polaris.sim.v201.adapter import V201Adapter
 
 log = get_logger(__name__)
 ECHO_VENDOR_ID = "Polaris"
@@ -52,7 +49,9 @@ def _key(item: dict) -> str:
 class StationClient(ChargePoint):
     """The `ocpp` library's 2.0.1 charging station, answering with the station's state."""
 
-    def __init__(self, charge_box_id: str, connection: Any, sim: Station, adapter: V201Adapter):
+    def __init__(self, charge_box_id: str, connection: Any, sim: Station, adapter: Any):
+        # `adapter` is the station's V201Adapter (its device model and transaction ids); not
+        # imported here, since the adapter builds this client.
         super().__init__(charge_box_id, connection, response_timeout=sim.response_timeout)
         self.sim = sim
         self.adapter = adapter
