@@ -78,3 +78,25 @@ async def test_hard_reset_queue_is_replayed_after_boot(ocpp, station, conn, wait
     assert tx["stop_reason"] == "ImmediateReset"
     ended = await conn.fetchrow("SELECT offline FROM ocpp.transaction_events WHERE event_type = 'Ended'")
     assert ended["offline"] is True
+
+
+async def test_mixed_fleet_each_charger_on_its_version(ocpp, pool, wait_until):
+    from polaris.db.repos import charge_boxes
+    from polaris.sim.fleet import FleetOptions, build_fleet
+
+    async with pool.acquire() as conn:
+        await charge_boxes.add_charge_boxes(conn, ["MIX-0001", "MIX-0002", "MIX-0003"], CHARGER_KEY)
+    fleet = build_fleet(FleetOptions(url=ocpp.ws_url, chargers=3, id_prefix="MIX-", password=CHARGER_KEY,
+                                     auto_sessions=False, ocpp_versions=("2.0.1", "1.6")))
+    try:
+        for c in fleet:
+            await c.start()
+        versions = {cid: s.OCPP_VERSION for cid, s in ocpp.server.connections.items()}
+        assert versions == {"MIX-0001": "2.0.1", "MIX-0002": "1.6", "MIX-0003": "2.0.1"}
+        async with pool.acquire() as conn:
+            stored = await conn.fetch("SELECT charge_box_id, ocpp_version FROM ocpp.charge_boxes "
+                                      "WHERE charge_box_id LIKE 'MIX-%' ORDER BY 1")
+        assert [r["ocpp_version"] for r in stored] == ["2.0.1", "1.6", "2.0.1"]
+    finally:
+        for c in fleet:
+            await c.stop()
