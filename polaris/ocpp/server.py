@@ -124,7 +124,9 @@ class OcppServer:
 
     # --- life cycle ------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None) -> Server:
+    async def start(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+                    reuse_port: bool = False) -> Server:
+        """Listen; with `reuse_port` several worker processes share the port (SO_REUSEPORT)."""
         for version in self.versions.supported:
             version.warm()
         await self.hooks.start()
@@ -150,6 +152,7 @@ class OcppServer:
             server_header=None,
             ssl=ssl_context,
             backlog=4096,
+            reuse_port=reuse_port or None,
         )
         if self.router is not None:
             self.router.start()
