@@ -81,3 +81,21 @@ async def test_role_checks_hold_for_the_translated_message(command_api, api, poo
                           headers=operator.headers)
     assert resp.status == 404  # no such 2.0.1 transaction: nothing is sent
     assert len(command_api.calls) == calls
+
+
+async def test_version_pin_is_set_shown_audited_and_cleared(api, pool, operator):
+    await seed(pool)
+    resp = await api.patch(f"{BASE}/CB-201", json={"ocpp_version_pinned": "1.6"}, headers=operator.headers)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["ocpp_version"] == "2.0.1" and body["ocpp_version_pinned"] == "1.6"
+    resp = await api.patch(f"{BASE}/CB-201", json={"ocpp_version_pinned": "2.1"}, headers=operator.headers)
+    assert resp.status == 400
+    resp = await api.patch(f"{BASE}/CB-201", json={"ocpp_version_pinned": None}, headers=operator.headers)
+    assert (await resp.json())["ocpp_version_pinned"] is None
+    async with pool.acquire() as conn:
+        audited = await conn.fetchval("SELECT count(*) FROM app.audit_log WHERE action = 'charger.edit' "
+                                      "AND after ? 'ocpp_version_pinned'")
+    assert audited == 2
+    resp = await api.get(f"{BASE}/CB-201", headers=operator.headers)
+    assert (await resp.json())["variables"] == []

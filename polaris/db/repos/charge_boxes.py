@@ -475,12 +475,15 @@ async def update_charge_box(
     """
     from polaris.db.errors import NotFound
 
-    editable = {"description", "site_name", "site_address", "active", "registration_status", "security_profile"}
+    editable = {"description", "site_name", "site_address", "active", "registration_status", "security_profile",
+                "ocpp_version_pinned"}
     unknown = set(changes) - editable
     if unknown:
         raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a charger")
     if changes.get("registration_status") not in (None, "Accepted", "Pending", "Rejected"):
         raise InvalidInput("registration status is Accepted, Pending or Rejected")
+    if changes.get("ocpp_version_pinned") not in (None, "1.6", "2.0.1"):
+        raise InvalidInput("a charger is pinned to OCPP 1.6 or 2.0.1 (null: whichever it offers)")
     async with conn.transaction():
         before = await conn.fetchrow(
             f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "
@@ -510,6 +513,7 @@ async def update_charge_box(
                 site_id = CASE WHEN $7 THEN $5::bigint ELSE site_id END,
                 registration_status = coalesce($6, registration_status),
                 security_profile = coalesce($8, security_profile),
+                ocpp_version_pinned = CASE WHEN $9 THEN $10 ELSE ocpp_version_pinned END,
                 updated_at = now()
             WHERE charge_box_id = $1
             """,
@@ -521,6 +525,8 @@ async def update_charge_box(
             changes.get("registration_status"),
             "site_name" in changes,
             profile,
+            "ocpp_version_pinned" in changes,
+            changes.get("ocpp_version_pinned"),
         )
         after = await conn.fetchrow(
             f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "

@@ -136,6 +136,8 @@ class ChargerPatch(Model):
     active: bool | None = Field(None, description="false deactivates: the charger is refused at connect")
     registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
     security_profile: SecurityProfile | None = Field(None, description="1 or 2 needs a password set first")
+    ocpp_version_pinned: Literal["1.6", "2.0.1"] | None = Field(
+        None, description="the only OCPP version it may connect with; null: the newest it offers")
 
 
 class ChargerPassword(Model):
