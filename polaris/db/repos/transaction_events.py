@@ -9,21 +9,35 @@ from datetime import datetime
 import asyncpg
 
 
-async def record_event(conn: asyncpg.Connection, charge_box_pk: int, charger_tx_id: str, *, seq_no: int,
-                       event_type: str, trigger_reason: str | None, event_at: datetime, offline: bool,
-                       payload: dict) -> bool:
-    """Keep the event; False when this (transaction, seqNo) was received before."""
-    row = await conn.fetchval(
+async def record_event_and_map(conn: asyncpg.Connection, charge_box_pk: int, charger_tx_id: str, *, seq_no: int,
+                               event_type: str, trigger_reason: str | None, event_at: datetime, offline: bool,
+                               payload: dict) -> tuple[bool, asyncpg.Record | None]:
+    """Keep the event (`fresh`: not received before), the mapping as it was before this event (None: no session yet) and the
+    highest seqNo moved on, in one round trip (the hot path: every Updated event)."""
+    row = await conn.fetchrow(
         """
-        INSERT INTO ocpp.transaction_events
-            (charge_box_pk, charger_tx_id, seq_no, event_type, trigger_reason, event_at, offline, payload)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-        ON CONFLICT (charge_box_pk, charger_tx_id, seq_no) DO NOTHING
-        RETURNING id
+        WITH ins AS (
+            INSERT INTO ocpp.transaction_events
+                (charge_box_pk, charger_tx_id, seq_no, event_type, trigger_reason, event_at, offline, payload)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+            ON CONFLICT (charge_box_pk, charger_tx_id, seq_no) DO NOTHING
+            RETURNING id
+        ), old AS (
+            SELECT m.transaction_id, m.meter_start_known, m.last_seq_no, m.gaps, m.ended_at, t.connector_id,
+                   t.id_tag, t.meter_start
+            FROM ocpp.transaction_ids m JOIN ocpp.transactions t ON t.id = m.transaction_id
+            WHERE m.charge_box_pk = $1 AND m.charger_tx_id = $2
+        ), moved AS (
+            UPDATE ocpp.transaction_ids m SET last_seq_no = GREATEST(coalesce(m.last_seq_no, $3), $3)
+            WHERE m.charge_box_pk = $1 AND m.charger_tx_id = $2 AND EXISTS (SELECT 1 FROM ins)
+            RETURNING 1
+        )
+        SELECT EXISTS (SELECT 1 FROM ins) AS fresh, (SELECT count(*) FROM moved) AS moved, old.*
+        FROM (SELECT 1) AS one LEFT JOIN old ON true
         """,
         charge_box_pk, charger_tx_id, seq_no, event_type, trigger_reason, event_at, offline, json.dumps(payload),
     )
-    return row is not None
+    return row["fresh"], (row if row["transaction_id"] is not None else None)
 
 
 async def get_mapping(conn: asyncpg.Connection, charge_box_pk: int, charger_tx_id: str) -> asyncpg.Record | None:

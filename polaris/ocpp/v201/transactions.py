@@ -46,10 +46,9 @@ async def transaction_event(s: Session, *, event_type: str, timestamp: str, trig
     samples = samples_from(meter_value, received=received)
     id_tag = id_tag_of(id_token)
     async with s.ctx.pool.acquire() as conn:
-        fresh = await transaction_events.record_event(
+        fresh, mapping = await transaction_events.record_event_and_map(
             conn, s.pk, charger_tx_id, seq_no=seq_no, event_type=event_type, trigger_reason=trigger_reason,
             event_at=at, offline=bool(offline), payload=payload)
-        mapping = await transaction_events.get_mapping(conn, s.pk, charger_tx_id)
     if not fresh and mapping is not None:
         log.info("duplicate TransactionEvent answered", charge_box_id=s.id, transaction=charger_tx_id,
                  seq_no=seq_no)
@@ -77,11 +76,14 @@ async def transaction_event(s: Session, *, event_type: str, timestamp: str, trig
                  transaction_id=mapping["transaction_id"])
         samples = []
     transaction_id = mapping["transaction_id"]
-    async with s.ctx.pool.acquire() as conn:
-        gaps = await transaction_events.note_seq_no(conn, s.pk, charger_tx_id)
-    if gaps and gaps != mapping["gaps"]:
-        log.warning("TransactionEvent seqNo gap", charge_box_id=s.id, transaction=charger_tx_id,
-                    seq_no=seq_no, missing=gaps)
+    last = mapping["last_seq_no"]
+    if last is None or seq_no != last + 1:
+        # Not the next one (the first, a gap, a late one filling a gap): count what is missing.
+        async with s.ctx.pool.acquire() as conn:
+            gaps = await transaction_events.note_seq_no(conn, s.pk, charger_tx_id)
+        if gaps and gaps != mapping["gaps"]:
+            log.warning("TransactionEvent seqNo gap", charge_box_id=s.id, transaction=charger_tx_id,
+                        seq_no=seq_no, missing=gaps)
     if id_tag and info is None:
         info = await _tag_info(s, id_tag)
         if not mapping["id_tag"]:  # a start without a card, authorized now
