@@ -93,3 +93,12 @@ async def _instances(pool) -> set[str] | None:
     if len(rows) < len(IDS):
         return None
     return {r["connected_instance"] for r in rows}
+
+
+async def test_a_command_for_a_201_charger_held_elsewhere_is_checked_as_201(ocpp, charger, conn):
+    # The charger booted with 2.0.1 on another instance: its Reset is a 2.0.1 Reset.
+    await conn.execute("UPDATE ocpp.charge_boxes SET ocpp_version = '2.0.1' WHERE charge_box_id = $1", charger)
+    status, body = await ocpp.api("POST", "/api/v1/operations/Reset", {"chargeBoxId": charger, "type": "Soft"})
+    assert status == 400 and "Reset" in body["message"], body  # Soft is 1.6's word
+    status, body = await ocpp.api("POST", "/api/v1/operations/Reset", {"chargeBoxId": charger, "type": "OnIdle"})
+    assert status == 409, body  # valid 2.0.1: refused only because it is not connected

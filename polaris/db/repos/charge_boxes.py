@@ -581,7 +581,7 @@ async def fleet_counts(conn: asyncpg.Connection, offline_for: timedelta) -> asyn
 async def get_connection_state(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
     """Whether and where a charger is connected, and when it was last heard from."""
     return await conn.fetchrow(
-        "SELECT id, charge_box_id, connected, connected_instance, last_seen_at FROM ocpp.charge_boxes "
+        "SELECT id, charge_box_id, connected, connected_instance, last_seen_at, ocpp_version FROM ocpp.charge_boxes "
         "WHERE lower(charge_box_id) = lower($1)",
         charge_box_id,
     )
