@@ -25,10 +25,10 @@ from typing import Any
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as cp
-from ocpp.v201 import ChargePoint as cp201
-from ocpp.v201 import call_result as call_result201
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
+from ocpp.v201 import ChargePoint as cp201
+from ocpp.v201 import call_result as call_result201
 from websockets.asyncio.server import ServerConnection, serve
 
 log = logging.getLogger("reference_server")

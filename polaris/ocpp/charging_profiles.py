@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from polaris.ocpp.commands import connected, send_command
+from polaris.ocpp.commands import connected, send_command, stored_version
 
 if TYPE_CHECKING:
     from polaris.ocpp.commands import CommandHost
@@ -40,9 +40,11 @@ def limit_command(ocpp_version: str, *, connector_id: int, limit: float, unit: s
 
 async def send_limit(host: CommandHost, charge_box_id: str, *, connector_id: int, limit: float, unit: str = "A",
                      profile_id: int = 1, stack_level: int = 0, requested_by: str | None = None) -> dict:
-    """Send the limit in the connected charger's version (1.6 when not connected here: routed as such)."""
+    """Send the limit in the charger's version: the one connected here, else the one it last
+    booted with (routed to the instance holding it), else the default (1.6)."""
     cp = connected(host.connections, charge_box_id)
-    version = cp.OCPP_VERSION if cp is not None else host.versions.default.OCPP_VERSION
+    held = type(cp) if cp is not None else await stored_version(host, charge_box_id)
+    version = (held or host.versions.default).OCPP_VERSION
     operation, payload = limit_command(version, connector_id=connector_id, limit=limit, unit=unit,
                                        profile_id=profile_id, stack_level=stack_level)
     return await send_command(host, charge_box_id, operation, payload, requested_by=requested_by)

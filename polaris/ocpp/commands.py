@@ -88,7 +88,7 @@ async def send_command(
     operations = host.versions.operations(cp)
     if cp is None:
         # Held by another instance (or offline): validate as the version it last booted with.
-        stored = await _stored_version(host, charge_box_id)
+        stored = await stored_version(host, charge_box_id)
         operations = stored.OPERATIONS if stored is not None else operations
     op = operations.get(operation)
     if op is None:
@@ -137,7 +137,7 @@ async def send_command(
     return answer
 
 
-async def _stored_version(host: CommandHost, charge_box_id: str) -> type[Session] | None:
+async def stored_version(host: CommandHost, charge_box_id: str) -> type[Session] | None:
     """The version a charger not connected here last booted with (None: unknown)."""
     try:
         async with host.ctx.pool.acquire() as conn:

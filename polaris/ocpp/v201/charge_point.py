@@ -179,7 +179,7 @@ class ChargePoint(Session):
         return call_result.LogStatusNotification()
 
     @on(Action.security_event_notification)
-    async def on_security_event_notification(self, type: str, timestamp: str, **kw):  # noqa: A002 (2.0.1 name)
+    async def on_security_event_notification(self, type: str, timestamp: str, **kw):
         log.warning("security event", charge_box_id=self.id, security_event=type[:50], at=timestamp)
         await self._report("SecurityEventNotification", {"type": type, "timestamp": timestamp, **kw})
         return call_result.SecurityEventNotification()

@@ -116,7 +116,7 @@ class StationClient(ChargePoint):
                                                            report_data=page or None, tbc=seq < len(pages) - 1))
 
     @on(Action.reset)
-    def on_reset(self, type: str, **_: Any):  # noqa: A002 (the 2.0.1 field name)
+    def on_reset(self, type: str, **_: Any):
         self.later(lambda: self.sim.reboot(hard=type == "Immediate"))
         return call_result.Reset(status="Accepted")
 
