@@ -590,6 +590,9 @@ async def bench_polaris(args: argparse.Namespace) -> Result:
         STEVE_METERVALUE_HMAC_KEY=secrets.token_hex(24),
         AUTH_SECRET=secrets.token_hex(24),
         WEB_INTERNAL_URL=f"http://127.0.0.1:{hook_port}",
+        # Every bench charger connects from 127.0.0.1: the per-address cap (256 by default,
+        # against a flood from one address) would refuse all but the first few hundred.
+        OCPP_MAX_CONNECTIONS_PER_ADDRESS=str(args.chargers + 100),
         LOG_LEVEL="WARNING",
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
