@@ -146,11 +146,58 @@ class LeanCharger:
         )
         self.transaction_id = start["transactionId"]
 
+    meter_action = "MeterValues"  # what carries its readings (2.0.1: TransactionEvent)
+
     @property
     def is_open(self) -> bool:
         from websockets.protocol import State
 
         return self.ws is not None and self.ws.state is State.OPEN
+
+
+class LeanCharger201(LeanCharger):
+    """The same load in OCPP 2.0.1: boot, EVSE status, a TransactionEvent Started, then its
+    readings as TransactionEvent Updated (seqNo counting), Heartbeats as before."""
+
+    meter_action = "TransactionEvent"
+
+    def __init__(self, charge_box_id: str, url: str):
+        super().__init__(charge_box_id, url)
+        self.tx = f"{charge_box_id}-tx"
+        self.seq = itertools.count()
+
+    def meter_values(self) -> dict:
+        self.energy += random.randint(100, 400)
+        return {
+            "eventType": "Updated", "timestamp": now_iso(), "triggerReason": "MeterValuePeriodic",
+            "seqNo": next(self.seq), "transactionInfo": {"transactionId": self.tx},
+            "meterValue": [{"timestamp": now_iso(), "sampledValue": [
+                {"value": self.energy, "context": "Sample.Periodic", "measurand": "Energy.Active.Import.Register",
+                 "unitOfMeasure": {"unit": "Wh"}, "location": "Outlet"},
+                {"value": round(random.uniform(7000, 11000), 1), "context": "Sample.Periodic",
+                 "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}, "location": "Outlet"},
+            ]}],
+        }
+
+    async def open(self, password: str) -> None:
+        from websockets.asyncio.client import connect
+
+        token = base64.b64encode(f"{self.id}:{password}".encode()).decode()
+        self.ws = await connect(self.url, subprotocols=["ocpp2.0.1"],
+                                additional_headers=[("Authorization", f"Basic {token}")], compression=None,
+                                open_timeout=120, ping_interval=None, proxy=None, max_queue=4)
+        boot = await self.call("BootNotification", {"chargingStation": {"vendorName": "Bench", "model": "Lean"},
+                                                    "reason": "PowerUp"})
+        if boot.get("status") != "Accepted":
+            raise RuntimeError(f"boot {boot.get('status')}")
+        await self.call("StatusNotification", {"timestamp": now_iso(), "connectorStatus": "Occupied",
+                                               "evseId": 1, "connectorId": 1})
+        await self.call("TransactionEvent", {
+            "eventType": "Started", "timestamp": now_iso(), "triggerReason": "Authorized",
+            "seqNo": next(self.seq), "transactionInfo": {"transactionId": self.tx},
+            "idToken": {"idToken": ID_TAG, "type": "ISO14443"}, "evse": {"id": 1, "connectorId": 1},
+            "meterValue": [{"timestamp": now_iso(), "sampledValue": [
+                {"value": self.energy, "context": "Transaction.Begin"}]}]})
 
 
 async def _realistic(chargers: list[LeanCharger], seconds: float) -> dict:
@@ -169,7 +216,7 @@ async def _realistic(chargers: list[LeanCharger], seconds: float) -> dict:
         events = []
         t = random.uniform(0, METER_PERIOD)
         while t < seconds:
-            events.append((t, "MeterValues"))
+            events.append((t, c.meter_action))
             t += METER_PERIOD
         t = random.uniform(0, HEARTBEAT_PERIOD)
         while t < seconds:
@@ -179,7 +226,7 @@ async def _realistic(chargers: list[LeanCharger], seconds: float) -> dict:
             delay = t0 + at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            payload = c.meter_values() if action == "MeterValues" else {}
+            payload = c.meter_values() if action == c.meter_action else {}
             sent = time.perf_counter()
             try:
                 await c.call(action, payload)
@@ -205,7 +252,7 @@ async def _saturate(chargers: list[LeanCharger], seconds: float) -> dict:
         nonlocal calls, errors
         while loop.time() < end:
             try:
-                await c.call("MeterValues", c.meter_values())
+                await c.call(c.meter_action, c.meter_values())
                 calls += 1
             except Exception:
                 errors += 1
@@ -218,7 +265,9 @@ async def _saturate(chargers: list[LeanCharger], seconds: float) -> dict:
 
 async def worker_main(args: argparse.Namespace) -> None:
     raise_nofile()
-    chargers = [LeanCharger(f"{args.prefix}{k:05d}", args.url) for k in range(args.first, args.first + args.count)]
+    # A mixed fleet: every second charger (even k) speaks OCPP 2.0.1.
+    chargers = [(LeanCharger201 if args.mixed and k % 2 == 0 else LeanCharger)(f"{args.prefix}{k:05d}", args.url)
+                for k in range(args.first, args.first + args.count)]
     gate = asyncio.Semaphore(200)  # handshakes in flight, so the start is a ramp, not a storm
     failures: dict[str, int] = {}
 
@@ -312,14 +361,14 @@ class Worker:
         return json.loads(line)
 
 
-async def start_workers(url: str, n: int, per_worker: int, prefix: str) -> list[Worker]:
+async def start_workers(url: str, n: int, per_worker: int, prefix: str, mixed: bool = False) -> list[Worker]:
     workers = []
     for i in range(math.ceil(n / per_worker)):
         first = 1 + i * per_worker
         count = min(per_worker, n - i * per_worker)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--worker", "--url", url, "--first", str(first), "--count", str(count),
-            "--prefix", prefix, "--password", CHARGER_KEY,
+            "--prefix", prefix, "--password", CHARGER_KEY, *(["--mixed"] if mixed else []),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         workers.append(Worker(proc))
@@ -365,7 +414,7 @@ async def drive(name: str, server: asyncio.subprocess.Process, url: str, args: a
     await asyncio.sleep(1.0)  # settle after start-up imports and pool warm-up
     res.rss_before_kib = rss_kib(server.pid)
     t0 = time.monotonic()
-    workers = await start_workers(url, args.chargers, args.per_worker, args.prefix)
+    workers = await start_workers(url, args.chargers, args.per_worker, args.prefix, args.mixed)
     try:
         for r in await all_workers(workers, None):
             res.connected += r["ok"]
@@ -550,6 +599,9 @@ async def bench_polaris(args: argparse.Namespace) -> Result:
         STEVE_METERVALUE_HMAC_KEY=secrets.token_hex(24),
         AUTH_SECRET=secrets.token_hex(24),
         WEB_INTERNAL_URL=f"http://127.0.0.1:{hook_port}",
+        # Every bench charger connects from 127.0.0.1: the per-address cap (256 by default,
+        # against a flood from one address) would refuse all but the first few hundred.
+        OCPP_MAX_CONNECTIONS_PER_ADDRESS=str(args.chargers + 100),
         LOG_LEVEL="WARNING",
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
@@ -693,6 +745,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-worker", type=int, default=9000, help="connections per load process (at most ~19,000)")
     p.add_argument("--prefix", default="BENCH", help="charge box id prefix")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--mixed", action="store_true",
+                   help="a mixed fleet: every second charger speaks OCPP 2.0.1 (TransactionEvent for its readings)")
     p.add_argument(
         "--profile",
         metavar="FILE",

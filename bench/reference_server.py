@@ -1,4 +1,4 @@
-"""A bare OCPP 1.6J central system, after the `ocpp` library's own example (examples/v16/central_system.py).
+"""A bare OCPP 1.6J (and 2.0.1) central system, after the `ocpp` library's own example (examples/v16/central_system.py).
 
 The yardstick for our server in the benchmark, and a second, independent central system the
 simulator's tests run against. It keeps nothing: it accepts every charger and every message,
@@ -27,6 +27,8 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as cp
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
+from ocpp.v201 import ChargePoint as cp201
+from ocpp.v201 import call_result as call_result201
 from websockets.asyncio.server import ServerConnection, serve
 
 log = logging.getLogger("reference_server")
@@ -101,6 +103,39 @@ class ChargePoint(cp):
         return call_result.FirmwareStatusNotification()
 
 
+class ChargePoint201(cp201):
+    """The same bare central system for OCPP 2.0.1 stations (the mixed-fleet benchmark)."""
+
+    def __init__(self, id: str, connection: Any, server: ReferenceServer):
+        super().__init__(id, connection)
+        self.server = server
+
+    @on("BootNotification")
+    def on_boot_notification(self, **kwargs):
+        return call_result201.BootNotification(current_time=_now(), interval=self.server.heartbeat_interval,
+                                               status="Accepted")
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **kwargs):
+        return call_result201.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def on_status_notification(self, **kwargs):
+        return call_result201.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, **kwargs):
+        return call_result201.Authorize(id_token_info={"status": "Accepted"})
+
+    @on("TransactionEvent")
+    def on_transaction_event(self, **kwargs):
+        return call_result201.TransactionEvent()
+
+    @on("MeterValues")
+    def on_meter_values(self, **kwargs):
+        return call_result201.MeterValues()
+
+
 class ReferenceServer:
     """The example's server as an object: start on a port, track connected charge points."""
 
@@ -123,7 +158,8 @@ class ReferenceServer:
             log.warning("Protocols Mismatched; closing connection")
             return await websocket.close()
         charge_point_id = websocket.request.path.strip("/").rsplit("/", 1)[-1]
-        charge_point = self.charge_point_class(charge_point_id, websocket, self)
+        cls = ChargePoint201 if websocket.subprotocol == "ocpp2.0.1" else self.charge_point_class
+        charge_point = cls(charge_point_id, websocket, self)
         self.charge_points[charge_point_id] = charge_point
         try:
             await charge_point.start()
@@ -134,7 +170,7 @@ class ReferenceServer:
                 del self.charge_points[charge_point_id]
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await serve(self.on_connect, host, port, subprotocols=["ocpp1.6"])
+        self._server = await serve(self.on_connect, host, port, subprotocols=["ocpp1.6", "ocpp2.0.1"])
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

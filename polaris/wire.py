@@ -24,3 +24,32 @@ CS_OPERATIONS = (
     "UnlockConnector",
     "UpdateFirmware",
 )
+
+# The OCPP 2.0.1 CSMS-initiated operations the command API relays (validated against the
+# 2.0.1 schemas by the OCPP server).
+CS_OPERATIONS_201 = (
+    "CancelReservation",
+    "ChangeAvailability",
+    "ClearCache",
+    "ClearChargingProfile",
+    "DataTransfer",
+    "GetBaseReport",
+    "GetChargingProfiles",
+    "GetCompositeSchedule",
+    "GetLocalListVersion",
+    "GetLog",
+    "GetReport",
+    "GetTransactionStatus",
+    "GetVariables",
+    "RequestStartTransaction",
+    "RequestStopTransaction",
+    "ReserveNow",
+    "Reset",
+    "SendLocalList",
+    "SetChargingProfile",
+    "SetNetworkProfile",
+    "SetVariables",
+    "TriggerMessage",
+    "UnlockConnector",
+    "UpdateFirmware",
+)

@@ -1,4 +1,4 @@
-"""`polaris sim`: a fleet of simulated OCPP 1.6J chargers (demos, smoke tests, benchmarks)."""
+"""`polaris sim`: a fleet of simulated OCPP 1.6J and 2.0.1 chargers (demos, smoke tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import signal
 
 from polaris.cli.errors import CommandError
+from polaris.sim.charger import OCPP_VERSIONS
 from polaris.sim.errors import SimError
 from polaris.sim.fleet import FleetOptions, run_fleet
 from polaris.sim.quirks import QUIRKS, check_quirks
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sim",
         help="run simulated chargers against an OCPP server",
-        description="Simulated OCPP 1.6J chargers: charger k is PREFIX + 4-digit k from 0001, connecting to "
+        description="Simulated OCPP 1.6J / 2.0.1 chargers: charger k is PREFIX + 4-digit k from 0001, connecting to "
         "WS_URL/<id> with HTTP Basic auth. They boot, heartbeat, run charging sessions with meter values, "
         "and answer every remote operation. SIGTERM or Ctrl-C ends running sessions and exits.",
     )
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meter-interval", type=int, default=60, metavar="S", help="seconds between meter values (default 60)")
     p.add_argument("--heartbeat-interval", type=int, default=None, metavar="S", help="override the server's interval")
     p.add_argument("--ramp", type=float, default=100, metavar="R", help="chargers connecting per second (default 100)")
+    p.add_argument("--ocpp", default="1.6", metavar="V[,V...]",
+                   help="OCPP version(s): 1.6 or 2.0.1; a comma-separated list gives charger k the k-th in turn "
+                        "(a mixed fleet, e.g. 1.6,2.0.1); default 1.6")
     p.add_argument(
         "--quirks",
         default="",
@@ -55,6 +59,10 @@ def options_from_args(args: argparse.Namespace) -> FleetOptions:
     tags = [t.strip() for t in args.tag.split(",")]
     if not all(1 <= len(t) <= 20 for t in tags):
         raise CommandError(f"--tag: each id tag is 1 to 20 characters (got {args.tag!r})")
+    versions = tuple(v.strip() for v in args.ocpp.split(",") if v.strip())
+    unknown = [v for v in versions if v not in OCPP_VERSIONS]
+    if not versions or unknown:
+        raise CommandError(f"--ocpp: each version is one of {', '.join(OCPP_VERSIONS)} (got {args.ocpp!r})")
     try:
         quirks = check_quirks(q.strip() for q in args.quirks.split(",") if q.strip())
     except SimError as exc:
@@ -74,6 +82,7 @@ def options_from_args(args: argparse.Namespace) -> FleetOptions:
         heartbeat_interval=args.heartbeat_interval,
         ramp=args.ramp,
         quirks=quirks,
+        ocpp_versions=versions,
     )
 
 

@@ -106,6 +106,8 @@ def services(
                     # defaults, 5 min gaps and 1-minute meter values, suit load tests) and
                     # the kWh on the portal's live page move every 15 s.
                     opt("--idle-seconds", 40), opt("--session-seconds", 600), opt("--meter-interval", 15),
+                    # The first demo charger speaks OCPP 2.0.1, the others 1.6: a mixed fleet.
+                    opt("--ocpp", ",".join(["2.0.1"] + ["1.6"] * max(creds.charger_count - 1, 0))),
                 ],
             )
         )

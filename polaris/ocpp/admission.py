@@ -10,6 +10,9 @@ WebSocket upgrade) decides, in this order:
   - a client offering WebSocket subprotocols, none of them one we speak (`ocpp1.5`) -> 400
     naming the versions we speak; a client offering NO subprotocol gets the default version
     (OCPP 1.6J): several chargers in the field (Grizzl-E and others) never send the header;
+    of several offered, the newest we speak wins (ocpp2.0.1 before ocpp1.6);
+  - a charger an operator pinned to a version (`ocpp_version_pinned`) that does not offer
+    that version's subprotocol -> 400 naming it (checked once its credentials are known);
   - too many open connections from the client's address -> 429; an address or id in
     back-off after failed credentials -> 401 at once, without a database look-up;
   - the charger's security profile: 0 is admitted by id alone, but only at the path
@@ -158,12 +161,23 @@ class Admission:
         auth = await self._admit(charge_box_id, prefix, request.headers, address)
         if isinstance(auth, Refusal):
             return self._refused(connection, charge_box_id, address, auth)
+        if auth.ocpp_version_pinned:
+            # An operator pinned this charger's version: that one, or no connection at all.
+            pinned = self.versions.pinned(auth.ocpp_version_pinned, offered)
+            if pinned is None:
+                wanted = self.versions.by_version(auth.ocpp_version_pinned)
+                return self._refused(connection, charge_box_id, address, Refusal(
+                    400, f"charge box {auth.charge_box_id} is pinned to OCPP {auth.ocpp_version_pinned}: offer "
+                         f"WebSocket subprotocol {wanted.SUBPROTOCOL if wanted else '?'} "
+                         f"(offered: {', '.join(offered[:4]) or 'none'})"))
+            version = pinned
         connection.polaris_admitted = Admitted(auth, version, address)  # type: ignore[attr-defined]
         return None
 
     def select_subprotocol(self, connection: ServerConnection, offered: Sequence[str]) -> str | None:
         # Offers with none we speak were refused in process_request; no offer at all: no header.
-        version = self.versions.negotiate(list(offered))
+        charger = getattr(connection, "polaris_admitted", None)
+        version = charger.session if charger is not None else self.versions.negotiate(list(offered))
         return version.SUBPROTOCOL if version is not None and version.SUBPROTOCOL in offered else None
 
     def opened(self, charger: Admitted) -> None:

@@ -86,6 +86,10 @@ async def send_command(
     if cp is not None:
         charge_box_id = cp.id  # as stored: ids match ignoring case
     operations = host.versions.operations(cp)
+    if cp is None:
+        # Held by another instance (or offline): validate as the version it last booted with.
+        stored = await stored_version(host, charge_box_id)
+        operations = stored.OPERATIONS if stored is not None else operations
     op = operations.get(operation)
     if op is None:
         raise UnknownOperation(f"unknown operation {operation!r}; one of: {', '.join(operations)}")
@@ -131,6 +135,16 @@ async def send_command(
     entry.response = answer
     await ctx.journal.record(entry, op.effect(cp.pk, payload, answer))
     return answer
+
+
+async def stored_version(host: CommandHost, charge_box_id: str) -> type[Session] | None:
+    """The version a charger not connected here last booted with (None: unknown)."""
+    try:
+        async with host.ctx.pool.acquire() as conn:
+            row = await charge_boxes.get_connection_state(conn, charge_box_id)
+    except DB_UNAVAILABLE:
+        return None
+    return host.versions.by_version(row["ocpp_version"]) if row is not None else None
 
 
 def connected(connections: Mapping[str, Session], charge_box_id: str) -> Session | None:

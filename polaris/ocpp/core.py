@@ -1,6 +1,6 @@
 """What a charger's messages do, whatever OCPP version carries them.
 
-Each version's handlers (v16/charge_point.py, later a 2.0.1 one) read their own message
+Each version's handlers (v16/charge_point.py, v201/charge_point.py) read their own message
 shapes and call these functions with plain values: a boot, a heartbeat, a connector's
 status, an id tag to authorize, a transaction started or stopped, meter readings as
 `Sample` groups, a vendor's DataTransfer. Here those become rows, NOTIFYs, hook calls and
@@ -55,7 +55,7 @@ async def boot(s: Session, info: Boot) -> str:
     """Store the boot; the registration status to answer (from connect time if the database is down)."""
     try:
         async with s.ctx.pool.acquire() as conn:
-            status = await charge_boxes.record_boot(conn, s.pk, **asdict(info))
+            status = await charge_boxes.record_boot(conn, s.pk, **asdict(info), ocpp_version=s.OCPP_VERSION)
             await connectors.notify_charger_event(conn, {"event": "boot", "charge_box_id": s.id})
         s.auth.registration_status = status or s.auth.registration_status
     except DB_UNAVAILABLE:
@@ -102,19 +102,26 @@ async def authorize(s: Session, id_tag: str) -> dict:
 
 async def start_transaction(s: Session, *, connector_id: int, id_tag: str, meter_start: int,
                             timestamp: object, reservation_id: int | None = None) -> tuple[int, dict]:
-    """Record a session (a resend gets the same id); its transaction id and IdTagInfo."""
+    """Record a session (a resend gets the same id); its transaction id and IdTagInfo.
+
+    An empty `id_tag` is a start without a card (2.0.1 stations may start on plug-in and
+    authorize later): no card was refused, so its status is left unset (counted as accepted).
+    """
     now = now_utc()
-    async with s.ctx.pool.acquire() as conn:
-        info = await tags.decide(conn, id_tag, s.pk, now, keep_unknown=True, check_concurrent=False)
-    await _apply_override(s, info, id_tag, connector_id, is_start_tx=True)
+    if id_tag:
+        async with s.ctx.pool.acquire() as conn:
+            info = await tags.decide(conn, id_tag, s.pk, now, keep_unknown=True, check_concurrent=False)
+        await _apply_override(s, info, id_tag, connector_id, is_start_tx=True)
+    else:
+        info = {"status": "Accepted"}
     async with s.ctx.pool.acquire() as conn:
         started = await transactions.start_transaction(
             conn, charge_box_pk=s.pk, charge_box_id=s.id, connector_id=connector_id,
-            id_tag=id_tag, id_tag_status=info["status"],
+            id_tag=id_tag, id_tag_status=info["status"] if id_tag else None,
             start_timestamp=parse_timestamp(timestamp, received=now), meter_start=meter_start,
             reservation_id=reservation_id,
         )
-        if info["status"] == "Accepted" and await transactions.at_active_limit(
+        if id_tag and info["status"] == "Accepted" and await transactions.at_active_limit(
             conn, id_tag, excluding=started.transaction_id
         ):
             info["status"] = "ConcurrentTx"

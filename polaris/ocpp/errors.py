@@ -20,6 +20,20 @@ DB_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceErr
                   asyncpg.CannotConnectNowError)
 
 
+class MessageTypeNotSupportedError(OCPPError):
+    """OCPP-J 2.0.1: a MessageTypeId we do not know (the library has no class for it)."""
+
+    code = "MessageTypeNotSupported"
+    default_description = "A message with a MessageTypeId that is not supported was received"
+
+
+class RpcFrameworkError(OCPPError):
+    """OCPP-J 2.0.1: not a valid RPC request at all (the MessageId could not be read, ...)."""
+
+    code = "RpcFrameworkError"
+    default_description = "The content of the message is not a valid RPC request"
+
+
 def call_error_json(unique_id: str, error: OCPPError) -> str:
     """A CALLERROR frame answering `unique_id` with the library error's code and text."""
     return CallError(unique_id, error.code, error.description, error.details or {}).to_json()

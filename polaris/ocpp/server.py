@@ -2,7 +2,7 @@
 
 `OcppServer` wires the parts and holds the registry; each part is its own module:
   - admission.py: path, subprotocol and credentials, before the upgrade;
-  - session.py + v16/: one connection, with the handlers of its OCPP version, which map
+  - session.py + v16/ + v201/: one connection, with the handlers of its OCPP version, which map
     the version's messages onto core.py;
   - context.py: what a connection may use (handed to it instead of this server);
   - presence.py: last-seen, heartbeat and connection-state buffers, written in batches;
@@ -39,13 +39,14 @@ from polaris.ocpp.presence import Presence
 from polaris.ocpp.routing import CommandRouter
 from polaris.ocpp.session import Session
 from polaris.ocpp.v16 import ChargePoint as ChargePoint16
+from polaris.ocpp.v201 import ChargePoint as ChargePoint201
 from polaris.ocpp.versions import Versions
 
 log = get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 512 * 1024  # a full GetConfiguration or DataTransfer fits; more is abuse
 # The versions this server speaks (newest first) and the one for chargers offering none.
-VERSIONS = Versions(supported=(ChargePoint16,), default=ChargePoint16)
+VERSIONS = Versions(supported=(ChargePoint201, ChargePoint16), default=ChargePoint16)
 
 
 class OcppServer:
@@ -123,7 +124,9 @@ class OcppServer:
 
     # --- life cycle ------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None) -> Server:
+    async def start(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+                    reuse_port: bool = False) -> Server:
+        """Listen; with `reuse_port` several worker processes share the port (SO_REUSEPORT)."""
         for version in self.versions.supported:
             version.warm()
         await self.hooks.start()
@@ -149,6 +152,7 @@ class OcppServer:
             server_header=None,
             ssl=ssl_context,
             backlog=4096,
+            reuse_port=reuse_port or None,
         )
         if self.router is not None:
             self.router.start()

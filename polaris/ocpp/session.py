@@ -77,12 +77,13 @@ class ChargerAuth:
     fetched_at: float
     security_profile: int = 1  # 0: admitted by id alone; 1, 2: HTTP Basic with its key
     steve_key_bcrypt: str | None = None  # a key brought over from SteVe, not yet proven
+    ocpp_version_pinned: str | None = None  # an operator's pin: the only version it may speak
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ChargerAuth:
         return cls(row["id"], row["charge_box_id"], row["key_salt"], row["key_hash"],
                    row["registration_status"], row["active"], time.monotonic(), row["security_profile"],
-                   row["steve_key_bcrypt"])
+                   row["steve_key_bcrypt"], row.get("ocpp_version_pinned"))
 
 
 _SNAKE_KEYS: dict[str, str] = {}

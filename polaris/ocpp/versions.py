@@ -28,6 +28,18 @@ class Versions:
                 return version
         return None
 
+    def pinned(self, version: str, offered: list[str]) -> type[Session] | None:
+        """The pinned version if the charger offers it (none offered: only if it is the default)."""
+        for cls in self.supported:
+            if cls.OCPP_VERSION == version:
+                if cls.SUBPROTOCOL in offered or (not offered and cls is self.default):
+                    return cls
+                return None
+        return None
+
+    def by_version(self, version: str | None) -> type[Session] | None:
+        return next((v for v in self.supported if v.OCPP_VERSION == version), None)
+
     @property
     def subprotocols(self) -> list[str]:
         return [v.SUBPROTOCOL for v in self.supported]
@@ -41,5 +53,13 @@ class Versions:
         return list(dict.fromkeys(name for v in self.supported for name in v.OPERATIONS))
 
     def operations(self, session: Session | None) -> Mapping[str, Operation]:
-        """The command table for a connected charger's version (`default`'s when not connected here)."""
-        return (type(session) if session is not None else self.default).OPERATIONS
+        """The command table for a connected charger's version (every version's when not connected here)."""
+        if session is not None:
+            return type(session).OPERATIONS
+        # Not connected here (held by another instance, or offline): any version's operation,
+        # the default version's table first where names are shared.
+        merged: dict[str, Operation] = {}
+        for version in reversed(self.supported):
+            merged.update(version.OPERATIONS)
+        merged.update(self.default.OPERATIONS)
+        return merged

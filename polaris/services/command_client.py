@@ -18,11 +18,12 @@ import httpx
 from polaris.config import Settings
 from polaris.logs import get_logger
 from polaris.services.errors import ApiError
-from polaris.wire import CS_OPERATIONS
+from polaris.wire import CS_OPERATIONS, CS_OPERATIONS_201
 
 log = get_logger(__name__)
 
-OPERATIONS = CS_OPERATIONS
+# 1.6 names first, then the 2.0.1 operations 1.6 does not have.
+OPERATIONS = tuple(dict.fromkeys((*CS_OPERATIONS, *CS_OPERATIONS_201)))
 # The OCPP server waits up to 30 s for a charger; leave it room to answer 504 itself.
 TIMEOUT = httpx.Timeout(40.0, connect=5.0)
 
@@ -41,7 +42,7 @@ class CommandClient:
     ) -> Any:
         """Send one operation to a charger through the OCPP server; return the charger's answer."""
         if operation not in OPERATIONS:
-            raise ApiError(400, "unknown_operation", f"{operation} is not an OCPP 1.6 central-system operation")
+            raise ApiError(400, "unknown_operation", f"{operation} is not an OCPP 1.6 or 2.0.1 central-system operation")
         body = {**fields, "chargeBoxId": charge_box_id}
         headers = {"X-Requested-By": requested_by} if requested_by else None
         try:

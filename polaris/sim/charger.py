@@ -1,7 +1,7 @@
 """`SimulatedCharger`: a simulated charge point that behaves like a real one where that matters.
 
 It is a `Station` (`station.py`: the version-neutral charger and its public API) speaking the
-OCPP version chosen with `ocpp=` (only "1.6" so far: `polaris.sim.v16`). A real charger's habits:
+OCPP version chosen with `ocpp=` ("1.6": `polaris.sim.v16`; "2.0.1": `polaris.sim.v201`). A real charger's habits:
 
 - transaction messages go through a queue that survives disconnects and is resent, in order,
   after the next boot;
@@ -27,11 +27,12 @@ from polaris.sim.errors import ChargerRefused, Offline, SimError
 from polaris.sim.quirks import QUIRKS
 from polaris.sim.station import AdapterFactory, Station
 from polaris.sim.v16.adapter import V16Adapter
+from polaris.sim.v201.adapter import V201Adapter
 
 # Re-exported: `polaris smoke` and the tests import them from here.
 __all__ = ["OCPP_VERSIONS", "QUIRKS", "ChargerRefused", "Offline", "SimError", "SimulatedCharger"]
 
-OCPP_VERSIONS: dict[str, AdapterFactory] = {"1.6": V16Adapter}
+OCPP_VERSIONS: dict[str, AdapterFactory] = {"1.6": V16Adapter, "2.0.1": V201Adapter}
 
 
 class SimulatedCharger(Station):

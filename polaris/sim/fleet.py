@@ -34,10 +34,12 @@ class FleetOptions:
     quirks: frozenset[str] = field(default_factory=frozenset)
     step_delay: float = 2.0
     summary_every: float = 60.0
+    ocpp_versions: tuple[str, ...] = ("1.6",)  # charger k speaks the k-th, in turn (a mixed fleet)
 
 
 def build_fleet(opts: FleetOptions) -> list[SimulatedCharger]:
-    """The chargers; with several id tags (comma-separated), charger k presents the k-th in turn."""
+    """The chargers; with several id tags (comma-separated), charger k presents the k-th in turn, and
+    likewise speaks the k-th of several OCPP versions."""
     tags = opts.id_tag.split(",")
     return [
         SimulatedCharger(
@@ -53,6 +55,7 @@ def build_fleet(opts: FleetOptions) -> list[SimulatedCharger]:
             heartbeat_interval=opts.heartbeat_interval,
             quirks=opts.quirks,
             step_delay=opts.step_delay,
+            ocpp=opts.ocpp_versions[i % len(opts.ocpp_versions)],
         )
         for i, cid in enumerate(charger_ids(opts.id_prefix, opts.chargers, opts.first))
     ]

@@ -64,6 +64,7 @@ class Charger(ApiModel):
     last_heartbeat_at: datetime | None = None
     last_seen_at: datetime | None = None
     connectors: list[Connector] = []
+    ocpp_version: str | None = None  # 1.6 or 2.0.1, as negotiated at its last boot
 
     @property
     def status(self) -> str:
@@ -83,6 +84,22 @@ class JournalEntry(ApiModel):
     error_code: str | None = None
 
 
+class DeviceVariable(ApiModel):
+    """One attribute of a 2.0.1 station's device model."""
+
+    component: str
+    variable: str
+    evse_id: int = -1
+    attribute_type: str = "Actual"
+    value: str | None = None
+    mutability: str | None = None
+
+    @property
+    def key(self) -> str:
+        """'Component.Variable', as the set-variable action names it."""
+        return f"{self.component}.{self.variable}"
+
+
 class ChargerDetail(Charger):
     public_id: str | None = None
     security_profile: int | None = None  # 0: no password, admitted by id alone
@@ -91,6 +108,9 @@ class ChargerDetail(Charger):
     ocpp_protocol: str | None = None
     last_boot_at: datetime | None = None
     messages: list[JournalEntry] = []
+    variables: list[DeviceVariable] = []  # OCPP 2.0.1 device model
+
+
 
 
 class OperationResult(ApiModel):

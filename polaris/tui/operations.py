@@ -77,6 +77,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
                (FieldSpec("requestedMessage", "Message", "choice", TRIGGERS, "StatusNotification"),
                 FieldSpec("connectorId", "Connector (optional)", "int", required=False))),
     ActionSpec("clear_cache", "Clear cache", "ClearCache"),
+    # OCPP 2.0.1 stations: the admin API sends ChangeConfiguration as SetVariables.
+    ActionSpec("set_variable", "Set device-model variable (2.0.1)", "ChangeConfiguration",
+               (FieldSpec("key", "Variable (Component.Variable)"), FieldSpec("value", "Value")),
+               warning="The station applies the new value at once; some variables need a reboot."),
 )
 
 BY_KEY = {a.key: a for a in ACTIONS}

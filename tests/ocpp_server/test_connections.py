@@ -104,13 +104,17 @@ async def test_subprotocols(ocpp, charger, open_charger):
     assert c.ws.subprotocol is None
     assert (await c.boot())["status"] == "Accepted"
     await c.ws.close()
-    c = await open_charger(ocpp.ws_url, subprotocols=["ocpp2.0.1", "ocpp1.6"])
+    # Of several offered, the newest we speak wins, whatever the client's order.
+    c = await open_charger(ocpp.ws_url, subprotocols=["ocpp1.6", "ocpp2.0.1"])
+    assert c.ws.subprotocol == "ocpp2.0.1"
+    await c.ws.close()
+    c = await open_charger(ocpp.ws_url, subprotocols=["ocpp1.5", "ocpp1.6"])
     assert c.ws.subprotocol == "ocpp1.6"
     await c.ws.close()
     with pytest.raises(InvalidStatus) as exc:
-        await open_charger(ocpp.ws_url, subprotocols=["ocpp2.0.1"])
+        await open_charger(ocpp.ws_url, subprotocols=["ocpp1.5"])
     assert exc.value.response.status_code == 400
-    assert b"ocpp1.6" in exc.value.response.body
+    assert b"ocpp2.0.1" in exc.value.response.body and b"ocpp1.6" in exc.value.response.body
 
 
 async def test_unknown_path_is_404_and_healthz_answers(ocpp, charger):

@@ -13,7 +13,7 @@ OCPP = Path(polaris.ocpp.__file__).parent
 PACKAGE = "polaris.ocpp"
 FORBIDDEN = ("polaris.services", "polaris.customer_web", "polaris.sync", "polaris.sim", "polaris.cli",
              "polaris.tui")
-VERSION_PACKAGES = ("polaris.ocpp.v16",)
+VERSION_PACKAGES = ("polaris.ocpp.v16", "polaris.ocpp.v201")
 PROCESS = ("polaris.ocpp.server", "polaris.ocpp.api", "polaris.ocpp.main")
 MAX_LINES = 500
 

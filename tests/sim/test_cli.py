@@ -83,3 +83,6 @@ async def test_bad_arguments_get_a_clear_message():
     proc = await run_sim("--url", "ws://127.0.0.1:9/ocpp", "--tag", "GOOD,,")
     _, stderr = await proc.communicate()
     assert proc.returncode == 1 and b"--tag: each id tag is 1 to 20 characters" in stderr
+    proc = await run_sim("--url", "ws://127.0.0.1:9/ocpp", "--ocpp", "1.6,2.1")
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 1 and b"--ocpp: each version is one of 1.6, 2.0.1" in stderr

@@ -171,3 +171,46 @@ async def test_command_palette_jumps_to_a_charger(live_web, clock):
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ChargerDetailScreen))
         assert app.screen.charge_box_id == "BETA-9"
+
+
+async def test_a_201_station_shows_its_version_and_device_model_and_a_variable_is_set(live_web, clock):
+    live_web.require("POST", "/api/admin/v1/chargers/{charge_box_id}/operations/{operation}")
+    sim = await live_web.connect_charger("NEW-201", connectors=1, ocpp="2.0.1")
+    app = await console(live_web, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.open_charger("NEW-201")
+        await until(pilot, lambda: isinstance(app.screen, ChargerDetailScreen) and app.screen.charger is not None)
+        detail = app.screen
+        assert "OCPP 2.0.1" in text_of(detail, "#charger-summary")
+        assert not detail.query_one("#variables").display  # no device model reported yet
+        # "Get configuration" with no keys asks a 2.0.1 station for its base report.
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ActionMenu))
+        menu = app.screen.query_one("#action-menu")
+        menu.highlighted = [o.id for o in menu.options].index("get_config")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ActionDialog))
+        dialog = app.screen
+        await pilot.click("#send")
+        await until(pilot, lambda: dialog.result is not None)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ChargerDetailScreen))
+        detail.load()
+        await until(pilot, lambda: detail.query_one("#variables").row_count >= 15)
+        table = detail.query_one("#variables")
+        assert table.display
+        keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        row = keys.index("OCPPCommCtrlr.HeartbeatInterval")
+        # Enter on the variable opens the set dialog for it; Send (the confirmation) writes it.
+        table.focus()
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ActionDialog))
+        dialog = app.screen
+        assert dialog.query_one("#field-key").value == "OCPPCommCtrlr.HeartbeatInterval"
+        dialog.query_one("#field-value").value = "900"
+        await pilot.click("#send")
+        await until(pilot, lambda: dialog.result is not None)
+        assert dialog.result.status == "Accepted"
+    assert sim.configuration.value("OCPPCommCtrlr.HeartbeatInterval") == "900"

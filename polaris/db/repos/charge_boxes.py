@@ -28,11 +28,11 @@ LIST_COLUMNS = """
     cb.id, cb.charge_box_id, cb.public_id, cb.description, cb.registration_status, cb.active,
     cb.vendor, cb.model, cb.firmware_version, cb.connected, cb.last_seen_at,
     cb.last_heartbeat_at, cb.last_boot_at, cb.created_at, cb.security_profile,
-    cb.rival_claims, cb.rival_claim_at,
+    cb.rival_claims, cb.rival_claim_at, cb.ocpp_version, cb.ocpp_version_pinned,
     s.name AS site_name, s.address AS site_address
 """
 _CREDENTIALS = ("id, charge_box_id, key_salt, key_hash, registration_status, active, security_profile, "
-                "steve_key_bcrypt")
+                "steve_key_bcrypt, ocpp_version_pinned")
 
 
 def charge_box_id_problem(charge_box_id: str) -> str | None:
@@ -284,6 +284,7 @@ async def record_boot(
     imsi: str | None,
     meter_type: str | None,
     meter_serial_number: str | None,
+    ocpp_version: str = "1.6",
 ) -> str:
     """Store what a BootNotification said; return the registration status to answer with."""
     return await conn.fetchval(
@@ -291,7 +292,8 @@ async def record_boot(
         UPDATE ocpp.charge_boxes SET
             vendor = $2, model = $3, charge_point_serial_number = $4,
             charge_box_serial_number = $5, firmware_version = $6, iccid = $7, imsi = $8,
-            meter_type = $9, meter_serial_number = $10, ocpp_protocol = 'ocpp1.6J',
+            meter_type = $9, meter_serial_number = $10,
+            ocpp_protocol = CASE $11 WHEN '1.6' THEN 'ocpp1.6J' ELSE 'ocpp' || $11 END, ocpp_version = $11,
             last_boot_at = now(), last_seen_at = now(), updated_at = now()
         WHERE id = $1
         RETURNING registration_status
@@ -306,6 +308,7 @@ async def record_boot(
         imsi,
         meter_type,
         meter_serial_number,
+        ocpp_version,
     )
 
 
@@ -472,12 +475,15 @@ async def update_charge_box(
     """
     from polaris.db.errors import NotFound
 
-    editable = {"description", "site_name", "site_address", "active", "registration_status", "security_profile"}
+    editable = {"description", "site_name", "site_address", "active", "registration_status", "security_profile",
+                "ocpp_version_pinned"}
     unknown = set(changes) - editable
     if unknown:
         raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a charger")
     if changes.get("registration_status") not in (None, "Accepted", "Pending", "Rejected"):
         raise InvalidInput("registration status is Accepted, Pending or Rejected")
+    if changes.get("ocpp_version_pinned") not in (None, "1.6", "2.0.1"):
+        raise InvalidInput("a charger is pinned to OCPP 1.6 or 2.0.1 (null: whichever it offers)")
     async with conn.transaction():
         before = await conn.fetchrow(
             f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "
@@ -507,6 +513,7 @@ async def update_charge_box(
                 site_id = CASE WHEN $7 THEN $5::bigint ELSE site_id END,
                 registration_status = coalesce($6, registration_status),
                 security_profile = coalesce($8, security_profile),
+                ocpp_version_pinned = CASE WHEN $9 THEN $10 ELSE ocpp_version_pinned END,
                 updated_at = now()
             WHERE charge_box_id = $1
             """,
@@ -518,6 +525,8 @@ async def update_charge_box(
             changes.get("registration_status"),
             "site_name" in changes,
             profile,
+            "ocpp_version_pinned" in changes,
+            changes.get("ocpp_version_pinned"),
         )
         after = await conn.fetchrow(
             f"SELECT {LIST_COLUMNS} FROM ocpp.charge_boxes cb LEFT JOIN ocpp.sites s ON s.id = cb.site_id "
@@ -572,7 +581,7 @@ async def fleet_counts(conn: asyncpg.Connection, offline_for: timedelta) -> asyn
 async def get_connection_state(conn: asyncpg.Connection, charge_box_id: str) -> asyncpg.Record | None:
     """Whether and where a charger is connected, and when it was last heard from."""
     return await conn.fetchrow(
-        "SELECT id, charge_box_id, connected, connected_instance, last_seen_at FROM ocpp.charge_boxes "
+        "SELECT id, charge_box_id, connected, connected_instance, last_seen_at, ocpp_version FROM ocpp.charge_boxes "
         "WHERE lower(charge_box_id) = lower($1)",
         charge_box_id,
     )

@@ -46,7 +46,7 @@ async def start_transaction(
     charge_box_id: str,
     connector_id: int,
     id_tag: str,
-    id_tag_status: str,
+    id_tag_status: str | None,
     start_timestamp: datetime,
     meter_start: int,
     reservation_id: int | None = None,

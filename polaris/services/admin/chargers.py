@@ -9,7 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from polaris.db.repos import charge_boxes, ocpp_journal
+from polaris.db.repos import charge_boxes, device_model, ocpp_journal
 from polaris.services import appkeys
 from polaris.services.admin import actions
 from polaris.services.admin.common import Page, PageQuery, actor_of, decode_cursor, page_of, pool
@@ -50,6 +50,25 @@ class ChargerOut(Out):
     last_boot_at: datetime | None
     created_at: datetime
     connectors: list[ConnectorOut] = []
+    ocpp_version: str | None = Field(None, description="negotiated at its last boot: 1.6 or 2.0.1")
+    ocpp_version_pinned: str | None = Field(None, description="the only version it may connect with, if pinned")
+
+
+class DeviceVariableOut(Out):
+    """One attribute of an OCPP 2.0.1 station's device model (NotifyReport, GetVariables, SetVariables)."""
+
+    component: str
+    component_instance: str = ""
+    evse_id: int = Field(-1, description="-1: not on an EVSE")
+    connector_id: int = -1
+    variable: str
+    variable_instance: str = ""
+    attribute_type: str = "Actual"
+    value: str | None = None
+    mutability: str | None = None
+    data_type: str | None = None
+    unit: str | None = None
+    updated_at: datetime | None = None
 
 
 class JournalEntryOut(Out):
@@ -79,6 +98,7 @@ class ChargerDetailOut(ChargerOut):
     diagnostics_status: str | None = None
     firmware_status: str | None = None
     messages: list[JournalEntryOut] = []
+    variables: list[DeviceVariableOut] = Field([], description="its OCPP 2.0.1 device model (empty for 1.6)")
 
 
 class ChargerListQuery(PageQuery):
@@ -116,6 +136,8 @@ class ChargerPatch(Model):
     active: bool | None = Field(None, description="false deactivates: the charger is refused at connect")
     registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
     security_profile: SecurityProfile | None = Field(None, description="1 or 2 needs a password set first")
+    ocpp_version_pinned: Literal["1.6", "2.0.1"] | None = Field(
+        None, description="the only OCPP version it may connect with; null: the newest it offers")
 
 
 class ChargerPassword(Model):
@@ -172,8 +194,10 @@ async def get_charger(request: web.Request, call: Call) -> ChargerDetailOut:
         if row is None:
             raise ApiError(404, "not_found", f"no charger {cid}")
         journal = await ocpp_journal.list_journal(conn, cid, limit=50)
+        variables = await device_model.list_variables(conn, row["id"])
     messages = [JournalEntryOut.model_validate({**dict(j), "at": j["created_at"]}) for j in journal]
-    return ChargerDetailOut.model_validate({**dict(row), "messages": messages})
+    return ChargerDetailOut.model_validate({**dict(row), "messages": messages,
+                                            "variables": [dict(v) for v in variables]})
 
 
 @endpoint(

@@ -64,6 +64,8 @@ class ChargerDetailScreen(ForwardWorkerErrors, Screen):
         with Horizontal(id="charger-tables"):
             yield DataTable(id="connectors", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="journal", cursor_type="row")
+        # A 2.0.1 station's device model (hidden for 1.6): Enter on a row sets that variable.
+        yield DataTable(id="variables", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -72,6 +74,9 @@ class ChargerDetailScreen(ForwardWorkerErrors, Screen):
         c.add_columns("#", "Status", "Error", "Since")
         j = self.query_one("#journal", DataTable)
         j.add_columns("When", "Dir", "Action", "Status", "Message")
+        v = self.query_one("#variables", DataTable)
+        v.add_columns("Variable", "EVSE", "Type", "Value", "Mutability")
+        v.display = False
         self.action_reload()
 
     def action_reload(self) -> None:
@@ -88,7 +93,8 @@ class ChargerDetailScreen(ForwardWorkerErrors, Screen):
         lines = [
             f"[b]{ch.charge_box_id}[/b]  {ch.status}  {'connected' if ch.connected else 'offline'}"
             + ("" if ch.active else "  (deactivated)"),
-            f"{ch.vendor or '?'} {ch.model or ''}  firmware {ch.firmware_version or '?'}  site {ch.site_name or '-'}",
+            f"{ch.vendor or '?'} {ch.model or ''}  firmware {ch.firmware_version or '?'}  site {ch.site_name or '-'}"
+            + (f"  OCPP {ch.ocpp_version}" if ch.ocpp_version else ""),
             f"last message {age(ch.last_seen_at, now)}  heartbeat {age(ch.last_heartbeat_at, now)}"
             f"  boot {age(ch.last_boot_at, now)}"
             f"  registration {ch.registration_status or '?'}",
@@ -110,6 +116,24 @@ class ChargerDetailScreen(ForwardWorkerErrors, Screen):
             text = json.dumps(body, separators=(",", ":"), default=str) if body is not None else (e.error_code or "")
             j.add_row(e.at.strftime("%H:%M:%S") if e.at else "", e.direction or "", e.action or "",
                       e.status or "", text[:60])
+        v = self.query_one("#variables", DataTable)
+        v.clear()
+        v.display = bool(ch.variables)
+        for var in ch.variables:
+            v.add_row(var.key, "" if var.evse_id < 0 else str(var.evse_id), var.attribute_type,
+                      var.value if var.value is not None else "", var.mutability or "", key=var.key)
+
+    @on(DataTable.RowSelected, "#variables")
+    def _set_variable(self, event: DataTable.RowSelected) -> None:
+        """Enter on a variable: the set-variable dialog for it (Send confirms)."""
+        if self.charger is None or event.row_key.value is None:
+            return
+        var = next((x for x in self.charger.variables if x.key == event.row_key.value), None)
+        if var is None or var.mutability == "ReadOnly":
+            self.app.notify(f"{event.row_key.value} is read-only", severity="warning")
+            return
+        self.app.push_screen(ActionDialog(self.charge_box_id, BY_KEY["set_variable"],
+                                          {"key": var.key, "value": var.value or ""}), lambda _: self.load())
 
     def on_chargers_changed(self, message: ChargersChanged) -> None:
         i = self.app.store.index.get(self.charge_box_id)

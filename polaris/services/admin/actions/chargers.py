@@ -11,6 +11,7 @@ from polaris.config import Settings
 from polaris.db.repos import charge_boxes, ocpp_journal
 from polaris.keys import check_charger_key
 from polaris.redaction import redact
+from polaris.services.admin.actions import ocpp_versions
 from polaris.services.admin.actions.base import Actor, changed, record, refuse_nulls
 from polaris.services.admin.actions.permissions import check_operation
 from polaris.services.command_client import CommandClient
@@ -170,11 +171,22 @@ async def run_operation(
     fields = {k: v for k, v in fields.items() if k != "chargeBoxId"}
     check_operation(actor.role, operation, fields)
     async with pool.acquire() as conn:
-        if await charge_boxes.get_charge_box(conn, charge_box_id) is None:
+        charger = await charge_boxes.get_charge_box_detail(conn, charge_box_id)
+        if charger is None:
             raise ApiError(404, "not_found", f"no charger {charge_box_id}")
+        # A 1.6-named action for a 2.0.1 charger is sent as its 2.0.1 message (ocpp_versions.py).
+        translated = ocpp_versions.Translated(operation, fields, None)
+        if ocpp_versions.speaks_201(charger["ocpp_version"], charger["ocpp_protocol"]):
+            translated = await ocpp_versions.translate(conn, charger["id"], operation, fields)
+    if translated.neutral is not None:
+        check_operation(actor.role, translated.operation, translated.fields)
     outcome: dict[str, Any] = {"operation": operation, "fields": fields}
+    if translated.neutral is not None:
+        outcome["sent_as"] = {"operation": translated.operation, "fields": translated.fields}
     try:
-        answer = await commands.operation(operation, charge_box_id, fields, requested_by=actor.email)
+        answer = await commands.operation(translated.operation, charge_box_id, translated.fields,
+                                          requested_by=actor.email)
+        answer = ocpp_versions.answer_back(translated, answer)
         outcome["answer"] = answer
     except ApiError as exc:
         outcome["error"] = exc.code
