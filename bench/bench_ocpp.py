@@ -605,9 +605,6 @@ async def bench_polaris(args: argparse.Namespace) -> Result:
         LOG_LEVEL="WARNING",
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
-        # Every simulated charger connects from this machine's address(es): lift the per-address
-        # cap (256 by default, a guard against one client opening thousands) above the fleet.
-        OCPP_MAX_CONNECTIONS_PER_ADDRESS=str(args.chargers + 100),
     )
     log_path = ROOT / ".polaris" / "bench" / "polaris-ocpp.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
