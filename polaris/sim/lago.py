@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
+import hmac
+import json
 import random
 import signal
 import sys
@@ -28,6 +31,8 @@ from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 FAULTS = ("500", "timeout", "429", "lost")
 
@@ -69,6 +74,10 @@ class FakeLago:
         # transaction_id -> Lago's errors for it (an event Lago calls invalid)
         self.reject: dict[str, dict[str, list[str]]] = {}
         self.public_key_pem: bytes | None = None
+        # Lago's webhook signing: the RSA key (its public half served by the two key
+        # endpoints once `webhook_key()` made it) and the organization's HMAC key.
+        self.signing_key: RSAKey | None = None
+        self.hmac_key = "lago-hmac-key"
         self.requests: list[tuple[str, str, int]] = []
         self.batches_received = 0
         self.duplicates_refused = 0
@@ -131,6 +140,34 @@ class FakeLago:
             ],
         }
 
+    def webhook_key(self) -> RSAKey:
+        """Lago's RSA webhook key (made on first use; its public half is then served)."""
+        if self.signing_key is None:
+            self.signing_key = RSAKey.generate_key(2048)
+            self.public_key_pem = self.signing_key.as_pem(private=False)
+        return self.signing_key
+
+    def sign_webhook(self, payload: dict[str, Any], *, algorithm: str = "jwt") -> tuple[bytes, dict[str, str]]:
+        """A webhook as Lago sends it: (body, headers), signed by JWT or HMAC.
+
+        As lago-api's SendHttpWebhookService: the body is `payload.to_json`; JWT is RS256 over
+        `{data: body, iss: LAGO_API_URL}` (no iat/exp); HMAC is base64 HMAC-SHA256 of the body.
+        """
+        body = json.dumps(payload).encode()
+        if algorithm == "jwt":
+            signature = jwt.encode({"alg": "RS256"}, {"data": body.decode(), "iss": self.url}, self.webhook_key())
+        elif algorithm == "hmac":
+            signature = base64.b64encode(hmac.new(self.hmac_key.encode(), body, hashlib.sha256).digest()).decode()
+        else:
+            raise ValueError(f"unknown signature algorithm {algorithm!r}")
+        headers = {
+            "Content-Type": "application/json",
+            "X-Lago-Signature": signature,
+            "X-Lago-Signature-Algorithm": algorithm,
+            "X-Lago-Unique-Key": str(uuid.uuid4()),
+        }
+        return body, headers
+
     def inject(self, *faults: str) -> None:
         """Faults for the next requests, in order (one per request)."""
         for f in faults:
@@ -174,6 +211,7 @@ class FakeLago:
         app.router.add_get("/api/v1/plans/{code}", self._plan)
         app.router.add_post("/api/v1/customers", self._upsert_customer)
         app.router.add_get("/api/v1/webhooks/public_key", self._public_key)
+        app.router.add_get("/api/v1/webhooks/json_public_key", self._json_public_key)
         # Not Lago's: lets a benchmark in another process read what the fake holds.
         app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -391,6 +429,11 @@ class FakeLago:
         # Ruby's Base64.encode64: wrapped at 60 characters, trailing newline.
         encoded = base64.encodebytes(self.public_key_pem).decode()
         return web.Response(text=encoded, content_type="text/plain")
+
+    async def _json_public_key(self, request: web.Request) -> web.Response:
+        if self.public_key_pem is None:
+            return _error(404, "Not Found", "public_key_not_found")
+        return web.json_response({"webhook": {"public_key": base64.encodebytes(self.public_key_pem).decode()}})
 
 
 async def _serve(host: str, port: int, api_key: str, subscriptions: list[str]) -> None:
