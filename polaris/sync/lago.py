@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from polaris.config import lago_api_root
 from polaris.logs import get_logger
 
 log = get_logger(__name__)
@@ -91,7 +92,8 @@ class LagoClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.base_url = base_url.rstrip("/")
+        # One trailing /api/v1 dropped: Lago's spec lists its server with it, operators copy that.
+        self.base_url = lago_api_root(base_url)
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/api/v1",
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},

@@ -154,6 +154,13 @@ async def test_green_path_nothing_blocks(ctx, fake_lago):
     assert "ready." in text and "[FAIL]" not in text
 
 
+async def test_lago_url_with_api_v1_works_and_doctor_says_so(ctx, fake_lago):
+    base = ctx().settings.LAGO_API_URL
+    r = by_name(await run_checks(ctx(LAGO_API_URL=base.rstrip("/") + "/api/v1/")))["lago_metric"]
+    assert r.status == "ok" and "ev_charging_kwh exists" in r.message, r.message
+    assert "ends in /api/v1" in r.message and f"uses {base.rstrip('/')}" in r.message
+
+
 async def test_weak_auth_secret_fails_with_a_fix(ctx):
     results = by_name(await run_checks(ctx(AUTH_SECRET="short-secret")))
     assert results["settings"].status == "fail"

@@ -151,3 +151,12 @@ async def test_plan_prices_cached_for_the_portal(conn, engine, fake_lago):
     assert (price["code"], price["unit_amount"], price["currency"], price["charge_model"]) == (
         "night", "0.29", "EUR", "standard"
     )
+
+
+async def test_api_url_copied_with_api_v1_is_not_doubled(fake_lago):
+    """Lago's OpenAPI spec lists its server as https://api.getlago.com/api/v1."""
+    fake_lago.add_subscription("sub_v1")
+    async with LagoClient(fake_lago.url + "/api/v1/", fake_lago.api_key) as client:
+        assert client.base_url == fake_lago.url
+        assert (await client.get_subscription("sub_v1"))["external_id"] == "sub_v1"
+    assert fake_lago.requests[-1][1] == "/api/v1/subscriptions/sub_v1"
