@@ -67,10 +67,16 @@ class FakeLago:
                 "recurring": False,
             }
         }
-        self.subscriptions: dict[str, dict[str, Any]] = {}
+        # Every subscription row: Lago keeps a terminated row beside its successor under the
+        # same external_id after a plan change (see `upgrade`).
+        self.subscription_rows: list[dict[str, Any]] = []
         self.plans: dict[str, dict[str, Any]] = {}
         self.customers: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Any]] = {}
+        # (external_subscription_id, transaction_id) -> event: Lago's uniqueness is per
+        # subscription (organization + external_subscription_id), not global.
+        self.event_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        # Lago's LAGO_EVENTS_BATCH_MAX_LENGTH (a self-hosted Lago may lower it).
+        self.batch_max = 100
         # transaction_id -> Lago's errors for it (an event Lago calls invalid)
         self.reject: dict[str, dict[str, list[str]]] = {}
         self.public_key_pem: bytes | None = None
@@ -102,9 +108,13 @@ class FakeLago:
 
     def add_subscription(
         self, external_id: str, *, plan_code: str = "ev_plan", status: str = "active",
-        external_customer_id: str | None = None,
-    ) -> None:
-        self.subscriptions[external_id] = {
+        external_customer_id: str | None = None, period_started_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A subscription row; `period_started_at` is its open billing period's start (events
+        before it fall in periods already invoiced: stored, never billed)."""
+        now = datetime.now(UTC)
+        started = period_started_at or datetime(2000, 1, 1, tzinfo=UTC)
+        row = {
             "lago_id": str(uuid.uuid4()),
             "external_id": external_id,
             "lago_customer_id": str(uuid.uuid4()),
@@ -113,10 +123,73 @@ class FakeLago:
             "plan_code": plan_code,
             "status": status,
             "billing_time": "calendar",
-            "created_at": datetime.now(UTC).isoformat(),
+            "started_at": None if status == "pending" else started.isoformat(),
+            "terminated_at": None,
+            "created_at": now.isoformat(),
+            "current_billing_period_started_at": started.isoformat(),
+            "current_billing_period_ending_at": None,
         }
+        self.subscription_rows.append(row)
         if plan_code not in self.plans:
             self.add_plan(plan_code)
+        return row
+
+    @property
+    def subscriptions(self) -> dict[str, dict[str, Any]]:
+        """external_id -> the row Lago shows by default (the active one, else the newest)."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.subscription_rows:
+            have = out.get(row["external_id"])
+            if have is None or have["status"] != "active":
+                out[row["external_id"]] = row
+        return out
+
+    def upgrade(self, external_id: str, plan_code: str, *, period_started_at: datetime | None = None) -> None:
+        """A plan change as Lago does it: the active row is terminated, a new active row
+        with the same external_id starts (its own billing period)."""
+        now = datetime.now(UTC)
+        for row in self.subscription_rows:
+            if row["external_id"] == external_id and row["status"] == "active":
+                row["status"] = "terminated"
+                row["terminated_at"] = now.isoformat()
+        self.add_subscription(external_id, plan_code=plan_code, period_started_at=period_started_at or now)
+
+    def close_period(self, external_id: str, until: datetime) -> None:
+        """Lago finalized the invoice of every period before `until`: the open one starts there."""
+        for row in self.subscription_rows:
+            if row["external_id"] == external_id and row["status"] == "active":
+                row["current_billing_period_started_at"] = until.isoformat()
+
+    @property
+    def events(self) -> dict[str, dict[str, Any]]:
+        """transaction_id -> event (tests; ambiguous only if two subscriptions share an id)."""
+        return {tid: e for (_, tid), e in self.event_rows.items()}
+
+    def _billing_row(self, external_id: str) -> dict[str, Any] | None:
+        return next(
+            (r for r in self.subscription_rows if r["external_id"] == external_id and r["status"] == "active"),
+            None,
+        )
+
+    def billed_wh(self, event: dict[str, Any]) -> int:
+        """What Lago bills for one event, in Wh: 0 unless its code is a metric, its
+        subscription is active and its timestamp is in the open billing period."""
+        row = self._billing_row(event["external_subscription_id"])
+        if row is None or event["code"] not in self.metrics:
+            return 0
+        opened = datetime.fromisoformat(row["current_billing_period_started_at"]).timestamp()
+        if event["timestamp"] < opened:
+            return 0
+        return int(Decimal(str(event["properties"].get("value", 0))) * 1000)
+
+    def billed_wh_by_subscription(self) -> dict[str, int]:
+        """What Lago will invoice in the open periods, per subscription, in Wh."""
+        out: dict[str, int] = defaultdict(int)
+        for event in self.event_rows.values():
+            wh = self.billed_wh(event)
+            if wh:
+                out[event["external_subscription_id"]] += wh
+        return dict(out)
 
     def add_plan(self, code: str, *, price_per_kwh: str = "0.35", currency: str = "EUR") -> None:
         metric = next(iter(self.metrics.values()))
@@ -193,7 +266,7 @@ class FakeLago:
     def wh_by_subscription(self) -> dict[str, int]:
         """What Lago would bill: the sum of `value` (kWh) per subscription, in Wh."""
         out: dict[str, int] = defaultdict(int)
-        for event in self.events.values():
+        for event in self.event_rows.values():
             value = Decimal(str(event["properties"]["value"]))
             out[event["external_subscription_id"]] += int(value * 1000)
         return dict(out)
@@ -278,7 +351,7 @@ class FakeLago:
         events = body.get("events") or []
         if not events:
             return _error(422, "Unprocessable Entity", "validation_errors", {"events": ["no_events"]})
-        if len(events) > 100:
+        if len(events) > self.batch_max:
             return _error(422, "Unprocessable Entity", "validation_errors", {"events": ["too_many_events"]})
         errors: dict[str, dict[str, list[str]]] = {}
         for i, e in enumerate(events):
@@ -286,7 +359,7 @@ class FakeLago:
             tid = e.get("transaction_id")
             if not tid:
                 problems["transaction_id"] = ["value_is_mandatory"]
-            elif tid in self.events:
+            elif (e.get("external_subscription_id"), tid) in self.event_rows:
                 problems["transaction_id"] = ["value_already_exist"]
             if tid in self.reject:
                 problems.update(self.reject[tid])
@@ -314,7 +387,7 @@ class FakeLago:
                 "external_subscription_id": e["external_subscription_id"],
                 "created_at": datetime.now(UTC).isoformat(),
             }
-            self.events[e["transaction_id"]] = record
+            self.event_rows[(e["external_subscription_id"], e["transaction_id"])] = record
             stored.append(record)
         if self.batch_delay:
             await asyncio.sleep(self.batch_delay)  # stored; the answer is slow to come
@@ -330,7 +403,7 @@ class FakeLago:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "events": len(self.events),
+                "events": len(self.event_rows),
                 "batches": self.batches_received,
                 "duplicates_refused": self.duplicates_refused,
                 "wh_by_subscription": self.wh_by_subscription(),
@@ -346,13 +419,13 @@ class FakeLago:
         t_to = datetime.fromisoformat(q["timestamp_to"]).timestamp() if "timestamp_to" in q else None
         rows = [
             e
-            for e in self.events.values()
+            for e in self.event_rows.values()
             if (sub is None or e["external_subscription_id"] == sub)
             and (code is None or e["code"] == code)
             and (t_from is None or e["timestamp"] >= t_from)
             and (t_to is None or e["timestamp"] <= t_to)
         ]
-        rows.sort(key=lambda e: (e["timestamp"], e["transaction_id"]))
+        rows.sort(key=lambda e: (e["timestamp"], e.get("created_at") or ""), reverse=True)  # Lago: newest first
         page = int(q.get("page", 1))
         per_page = int(q.get("per_page", 100))
         total_pages = max(1, -(-len(rows) // per_page))
@@ -371,7 +444,8 @@ class FakeLago:
         )
 
     async def _get_event(self, request: web.Request) -> web.Response:
-        e = self.events.get(request.match_info["transaction_id"])
+        tid = request.match_info["transaction_id"]
+        e = next((e for (_, t), e in self.event_rows.items() if t == tid), None)
         if e is None:
             return _error(404, "Not Found", "event_not_found")
         return web.json_response({"event": self._serialize(e)})
@@ -383,16 +457,24 @@ class FakeLago:
         return web.json_response({"billable_metric": m})
 
     async def _subscription(self, request: web.Request) -> web.Response:
-        s = self.subscriptions.get(request.match_info["external_id"])
-        if s is None:
+        # Like lago-api's SubscriptionsController#show: `status` defaults to active, so a
+        # pending or terminated subscription is 404 unless asked for by its status.
+        external_id = request.match_info["external_id"]
+        status = request.query.get("status", "active")
+        rows = [r for r in self.subscription_rows if r["external_id"] == external_id and r["status"] == status]
+        if not rows:
             return _error(404, "Not Found", "subscription_not_found")
-        return web.json_response({"subscription": s})
+        row = rows[-1]
+        plan = self.plans.get(row["plan_code"])
+        return web.json_response({"subscription": {**row, "plan": plan}})
 
     async def _list_subscriptions(self, request: web.Request) -> web.Response:
         q = request.query
-        # Like Lago: only active subscriptions unless status[] names others.
+        # Like Lago: only active subscriptions unless status[] names others; one row each,
+        # so a terminated row and its active successor share an external_id.
         statuses = set(q.getall("status[]", [])) or {"active"}
-        subs = [s for s in self.subscriptions.values() if s["status"] in statuses]
+        # Newest first, as Lago orders them: a plan change's terminated row comes after its successor.
+        subs = [s for s in reversed(self.subscription_rows) if s["status"] in statuses]
         if "external_customer_id" in q:
             subs = [s for s in subs if s["external_customer_id"] == q["external_customer_id"]]
         page = int(q.get("page", 1))

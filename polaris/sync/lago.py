@@ -26,6 +26,27 @@ log = get_logger(__name__)
 
 BATCH_MAX = 100  # Lago refuses larger batches (too_many_events)
 SUM_AGGREGATION = "sum_agg"
+# Lago keeps a terminated row beside the active one with the same external_id after a plan
+# change: when several rows share an id, the first status here wins.
+SUBSCRIPTION_PREFERENCE = ("active", "pending", "terminated", "canceled")
+
+
+def preferred_subscriptions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """external_id -> the row that bills: active before pending before terminated/canceled,
+    and of two with one status the newest."""
+
+    def rank(row: dict[str, Any]) -> tuple[int, str]:
+        status = row.get("status")
+        order = SUBSCRIPTION_PREFERENCE.index(status) if status in SUBSCRIPTION_PREFERENCE else 99
+        newest = str(row.get("started_at") or row.get("created_at") or "")
+        return (-order, newest)
+
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        have = out.get(row["external_id"])
+        if have is None or rank(row) > rank(have):
+            out[row["external_id"]] = row
+    return out
 
 
 class LagoError(Exception):
@@ -319,8 +340,23 @@ class LagoClient:
             )
         return metric
 
-    async def get_subscription(self, external_id: str) -> dict[str, Any] | None:
-        return await self._get_object(f"/subscriptions/{external_id}", "subscription", "subscription")
+    async def get_subscription(self, external_id: str, status: str | None = None) -> dict[str, Any] | None:
+        """The subscription, with its plan embedded (overrides included).
+
+        Lago's `GET /subscriptions/{external_id}` finds only an `active` one unless `status`
+        says otherwise; without `status` each status is asked in SUBSCRIPTION_PREFERENCE
+        order, so a pending or terminated subscription is reported as such, not as unknown.
+        """
+        for st in (status,) if status else SUBSCRIPTION_PREFERENCE:
+            resp = await self.request(
+                "GET", f"/subscriptions/{external_id}", params={"status": st}, what="subscription"
+            )
+            if resp.status_code == 404:
+                continue
+            if resp.status_code != 200:
+                raise self._unexpected(resp, "subscription")
+            return self._json(resp).get("subscription")
+        return None
 
     async def list_subscriptions(self, *, per_page: int = 100, **filters: Any) -> list[dict[str, Any]]:
         """Every subscription matching `filters` (Lago lists active ones unless status[] says)."""

@@ -20,13 +20,20 @@ import asyncpg
 from polaris.db.repos import billing
 from polaris.logs import get_logger
 from polaris.sync import rating
-from polaris.sync.lago import BATCH_MAX, LagoClient, LagoError
+from polaris.sync.lago import (
+    BATCH_MAX,
+    SUBSCRIPTION_PREFERENCE,
+    LagoClient,
+    LagoError,
+    preferred_subscriptions,
+)
 
 log = get_logger(__name__)
 
 # Subscriptions Lago knows are re-checked this often; unknown ones on every run.
 SUBSCRIPTION_RECHECK_S = 6 * 3600
-ACTIVE_SUBSCRIPTION_STATUSES = ("active", "pending")
+# Lago bills only an active subscription: events for a pending one are never invoiced.
+ACTIVE_SUBSCRIPTION_STATUSES = ("active",)
 
 
 @dataclass
@@ -48,7 +55,7 @@ class DeliveryStats:
 
 # Above this many subscriptions to check, one listing of Lago's subscriptions is cheaper.
 LIST_SUBSCRIPTIONS_ABOVE = 20
-SUBSCRIPTION_STATUSES = ("active", "pending", "terminated", "canceled")
+SUBSCRIPTION_STATUSES = SUBSCRIPTION_PREFERENCE
 
 
 async def refresh_subscriptions(
@@ -59,10 +66,9 @@ async def refresh_subscriptions(
     if not todo:
         return
     if len(todo) > LIST_SUBSCRIPTIONS_ABOVE:
-        listed = {
-            s["external_id"]: s
-            for s in await client.list_subscriptions(**{"status[]": list(SUBSCRIPTION_STATUSES)})
-        }
+        listed = preferred_subscriptions(
+            await client.list_subscriptions(**{"status[]": list(SUBSCRIPTION_STATUSES)})
+        )
         for external_id in [x for x in todo if x in listed]:
             await billing.save_lago_subscription(conn, external_id, listed[external_id])
         todo = [x for x in todo if x not in listed]
@@ -76,6 +82,19 @@ async def refresh_subscriptions(
         if sub is None:
             log.warning("lago subscription not found", external_subscription_id=external_id)
         await billing.save_lago_subscription(conn, external_id, sub)
+
+
+def _inactive_reason(subscription: str, known: asyncpg.Record) -> str:
+    status = known["status"]
+    if status == "pending":
+        return (
+            f"Lago subscription {subscription} is pending (not started): Lago never bills events "
+            "for a pending subscription; they are sent once it is active"
+        )
+    return (
+        f"Lago subscription {subscription} is {status}: Lago does not bill it; give the customer "
+        "an active subscription in Lago (a plan change keeps the external id: it is picked up by itself)"
+    )
 
 
 def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> rating.TransactionView:
@@ -106,10 +125,7 @@ def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> rating.Tran
                     "create it in Lago or correct the customer's subscription id",
                 )
             elif known["status"] not in ACTIVE_SUBSCRIPTION_STATUSES:
-                problem = (
-                    rating.INACTIVE_SUBSCRIPTION,
-                    f"Lago subscription {subscription} is {known['status']}",
-                )
+                problem = (rating.INACTIVE_SUBSCRIPTION, _inactive_reason(subscription, known))
     registers = rating.Registers(
         count=row["register_count"] or 0,
         latest_wh=row["latest_wh"],

@@ -110,8 +110,8 @@ async def test_reconcile_lists_differences(conn, db_dsn, fake_lago):
     assert "2 subscription(s), 0 with differences" in out
 
     # Lago lost one event and holds one the ledger never sent.
-    fake_lago.events.pop(f"steve_tx_{a}_final")
-    fake_lago.events["stray"] = {
+    fake_lago.event_rows.pop(("sub_r1", f"steve_tx_{a}_final"))
+    fake_lago.event_rows[("sub_r2", "stray")] = {
         "transaction_id": "stray", "external_subscription_id": "sub_r2", "code": "ev_charging_kwh",
         "timestamp": (T0 + timedelta(hours=1)).timestamp(), "properties": {"value": 0.25},
     }

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
-from sync_helpers import add_charger, add_customer, add_session, make_client
+from sync_helpers import T0, add_charger, add_customer, add_session, make_client
 
 from polaris.db.repos import billing
 from polaris.sync.lago import LagoClient, LagoSetupError, LagoUnavailable, parse_rate_limit_reset
@@ -160,3 +161,42 @@ async def test_api_url_copied_with_api_v1_is_not_doubled(fake_lago):
         assert client.base_url == fake_lago.url
         assert (await client.get_subscription("sub_v1"))["external_id"] == "sub_v1"
     assert fake_lago.requests[-1][1] == "/api/v1/subscriptions/sub_v1"
+
+
+async def test_plan_upgrade_bills_the_active_row_not_the_terminated_one(conn, engine, lago_client, fake_lago):
+    """Lago keeps the terminated row beside the new active one, with one external_id."""
+    from polaris.sync import ledger
+
+    for i in range(ledger.LIST_SUBSCRIPTIONS_ABOVE + 1):  # enough to take the listing path
+        fake_lago.add_subscription(f"sub_u{i:02d}")
+        fake_lago.upgrade(f"sub_u{i:02d}", "ev_plan_plus", period_started_at=T0 - timedelta(days=1))
+    cb = await add_charger(conn)
+    for i in range(ledger.LIST_SUBSCRIPTIONS_ABOVE + 1):
+        await add_customer(conn, f"u{i}@example.com", subscription=f"sub_u{i:02d}", tag=f"U{i:02d}")
+        await add_session(conn, cb, f"U{i:02d}", energy_wh=1000 + i)
+    result = await engine.run()
+    assert result.held == 0, result.holds_by_code
+    assert sum(fake_lago.billed_wh_by_subscription().values()) == sum(1000 + i for i in range(21))
+    # A single look-up names the status: a terminated or pending one is not "unknown".
+    fake_lago.add_subscription("sub_gone", status="terminated")
+    fake_lago.add_subscription("sub_later", status="pending")
+    assert (await lago_client.get_subscription("sub_gone"))["status"] == "terminated"
+    assert (await lago_client.get_subscription("sub_later"))["status"] == "pending"
+    assert (await lago_client.get_subscription("sub_u00"))["plan_code"] == "ev_plan_plus"
+
+
+async def test_pending_and_terminated_subscriptions_are_held_as_such(conn, engine, fake_lago):
+    fake_lago.add_subscription("sub_pend", status="pending")
+    fake_lago.add_subscription("sub_term", status="terminated")
+    cb = await add_charger(conn)
+    await add_customer(conn, "pe@example.com", subscription="sub_pend", tag="PE1")
+    await add_customer(conn, "te@example.com", subscription="sub_term", tag="TE1")
+    await add_session(conn, cb, "PE1", energy_wh=500)
+    await add_session(conn, cb, "TE1", energy_wh=700)
+    result = await engine.run()
+    assert result.holds_by_code == {"inactive_subscription": 2}
+    reasons = {r["unbillable_reason"] for r in await conn.fetch(
+        "SELECT unbillable_reason FROM billing.transaction_sync_state")}
+    assert any("is pending" in r and "never bills" in r for r in reasons), reasons
+    assert any("is terminated" in r for r in reasons), reasons
+    assert fake_lago.event_rows == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,8 @@ async def subscriptions_to_check(
         LEFT JOIN billing.lago_subscriptions s ON s.external_id = x.id
         WHERE s.external_id IS NULL OR NOT s.found
            OR s.checked_at < now() - make_interval(secs => $2)
+           -- pending or terminated: asked again soon (it starts, or the customer moves on)
+           OR (s.status IS DISTINCT FROM 'active' AND s.checked_at < now() - interval '5 minutes')
         """,
         list(set(external_ids)),
         max_age_s,
@@ -25,20 +28,36 @@ async def subscriptions_to_check(
     return [r["id"] for r in rows]
 
 
+def _ts(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 async def save_lago_subscription(
     conn: asyncpg.Connection, external_id: str, subscription: dict[str, Any] | None
 ) -> None:
-    """Cache what Lago said about a subscription (None: Lago answered 404)."""
+    """Cache what Lago said about a subscription (None: Lago answered 404 for every status)."""
     sub = subscription or {}
+    plan = sub.get("plan") if isinstance(sub.get("plan"), dict) else None
     await conn.execute(
         """
         INSERT INTO billing.lago_subscriptions
-            (external_id, found, status, plan_code, external_customer_id, lago_id, checked_at)
-        VALUES ($1, $2, $3, $4, $5, $6, now())
+            (external_id, found, status, plan_code, external_customer_id, lago_id, checked_at,
+             current_period_started_at, started_at, plan)
+        VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9)
         ON CONFLICT (external_id) DO UPDATE SET
             found = EXCLUDED.found, status = EXCLUDED.status, plan_code = EXCLUDED.plan_code,
             external_customer_id = EXCLUDED.external_customer_id, lago_id = EXCLUDED.lago_id,
-            checked_at = now()
+            checked_at = now(), current_period_started_at = EXCLUDED.current_period_started_at,
+            started_at = EXCLUDED.started_at,
+            -- a listing carries no plan: keep the one a look-up brought
+            plan = COALESCE(EXCLUDED.plan, CASE WHEN billing.lago_subscriptions.plan_code
+                                                     IS NOT DISTINCT FROM EXCLUDED.plan_code
+                                                THEN billing.lago_subscriptions.plan END)
         """,
         external_id,
         subscription is not None,
@@ -46,6 +65,9 @@ async def save_lago_subscription(
         sub.get("plan_code"),
         sub.get("external_customer_id"),
         sub.get("lago_id"),
+        _ts(sub.get("current_billing_period_started_at")),
+        _ts(sub.get("started_at")),
+        plan,
     )
 
 
@@ -53,7 +75,8 @@ async def get_lago_subscriptions(
     conn: asyncpg.Connection, external_ids: Sequence[str]
 ) -> dict[str, asyncpg.Record]:
     rows = await conn.fetch(
-        "SELECT external_id, found, status, plan_code, external_customer_id, checked_at "
+        "SELECT external_id, found, status, plan_code, external_customer_id, checked_at, "
+        "current_period_started_at, started_at, plan "
         "FROM billing.lago_subscriptions WHERE external_id = ANY($1::text[])",
         list(set(external_ids)),
     )
