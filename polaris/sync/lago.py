@@ -57,6 +57,10 @@ class LagoUnavailable(LagoError):
     """Lago did not answer usefully after every retry (5xx, timeouts, rate limits)."""
 
 
+class _TooManyEvents(Exception):
+    """Lago's batch limit (LAGO_EVENTS_BATCH_MAX_LENGTH) is below the batch sent."""
+
+
 class LagoSetupError(LagoError):
     """Lago is reachable but not set up as Polaris needs (metric, key)."""
 
@@ -122,6 +126,8 @@ class LagoClient:
             transport=transport,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         )
+        # Events per batch: Lago's default limit, halved when a Lago answers too_many_events.
+        self.batch_max = BATCH_MAX
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -230,9 +236,33 @@ class LagoClient:
     # ------------------------------------------------------------------ events
 
     async def send_events(self, events: Sequence[dict[str, Any]]) -> BatchResult:
-        """POST /events/batch (at most 100); every event ends delivered, duplicate or invalid."""
+        """POST /events/batch (at most 100); every event ends delivered, duplicate or invalid.
+
+        A self-hosted Lago may take fewer per batch (LAGO_EVENTS_BATCH_MAX_LENGTH): on
+        `too_many_events` the batch is halved and the size kept for every later batch.
+        """
         if len(events) > BATCH_MAX:
             raise ValueError(f"Lago takes at most {BATCH_MAX} events per batch, not {len(events)}")
+        result = BatchResult()
+        todo = list(events)
+        while todo:
+            size = self.batch_max
+            try:
+                part = await self._send_batch(todo[:size])
+            except _TooManyEvents:
+                if size <= 1:
+                    raise LagoError("Lago answered too_many_events to a batch of one event") from None
+                self.batch_max = max(1, min(size, len(todo)) // 2)
+                log.warning("lago batch limit lowered", batch_max=self.batch_max,
+                            hint="this Lago's LAGO_EVENTS_BATCH_MAX_LENGTH is below 100")
+                continue
+            result.delivered += part.delivered
+            result.duplicates += part.duplicates
+            result.invalid.update(part.invalid)
+            todo = todo[size:]
+        return result
+
+    async def _send_batch(self, events: Sequence[dict[str, Any]]) -> BatchResult:
         result = BatchResult()
         todo = list(events)
         while todo:
@@ -248,6 +278,8 @@ class LagoClient:
             details = body.get("error_details") if isinstance(body, dict) else None
             if not isinstance(details, dict) or not details:
                 raise self._unexpected(resp, "an event batch")
+            if "too_many_events" in (details.get("events") or []):
+                raise _TooManyEvents()
             per_event: dict[int, Any] = {}
             for key, errors in details.items():
                 try:
@@ -261,13 +293,46 @@ class LagoClient:
                 if errors is None:
                     rest.append(event)
                 elif _already_exists(errors):
-                    result.duplicates.append(event["transaction_id"])
+                    mismatch = await self._verify_existing(event)
+                    if mismatch is None:
+                        result.duplicates.append(event["transaction_id"])
+                    else:
+                        result.invalid[event["transaction_id"]] = mismatch
                 else:
                     result.invalid[event["transaction_id"]] = _describe(errors)
             if len(rest) == len(todo):
                 raise self._unexpected(resp, "an event batch")
             todo = rest
         return result
+
+    async def get_event(self, transaction_id: str, external_subscription_id: str | None = None) -> dict[str, Any] | None:
+        """GET /events/{transaction_id}: the event Lago holds under that id, or None."""
+        params = {"external_subscription_id": external_subscription_id} if external_subscription_id else None
+        resp = await self.request("GET", f"/events/{transaction_id}", params=params, what="event")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._unexpected(resp, "an event look-up")
+        return self._json(resp).get("event")
+
+    async def _verify_existing(self, event: dict[str, Any]) -> str | None:
+        """None if the event Lago already has under this id is this one (a retry after a lost
+        answer); else why not: a reused id from another deployment or a restored database."""
+        tid = event["transaction_id"]
+        have = await self.get_event(tid, event["external_subscription_id"])
+        if have is None:
+            return None  # answered "already exists" but not found: trust the answer, reconcile checks
+        ours = _value(event.get("properties"))
+        theirs = _value(have.get("properties"))
+        same_sub = have.get("external_subscription_id") in (None, event["external_subscription_id"])
+        if same_sub and ours == theirs and have.get("code") in (None, event.get("code")):
+            return None
+        return (
+            f"transaction_id {tid} is already used in Lago by another event (subscription "
+            f"{have.get('external_subscription_id')}, value {theirs}, timestamp {have.get('timestamp')}) "
+            f"than this session's ({event['external_subscription_id']}, value {ours}): not billed; "
+            "another deployment or a restored database on the same Lago organization?"
+        )
 
     async def list_events(
         self,
@@ -388,6 +453,16 @@ class LagoClient:
         if resp.status_code not in (200, 201):
             raise self._unexpected(resp, "a customer upsert")
         return self._json(resp)["customer"]
+
+
+def _value(properties: Any) -> str | None:
+    from decimal import Decimal, InvalidOperation
+
+    raw = (properties or {}).get("value") if isinstance(properties, dict) else None
+    try:
+        return str(Decimal(str(raw)).normalize()) if raw is not None else None
+    except InvalidOperation:
+        return str(raw)
 
 
 def _describe(errors: Any) -> str:

@@ -165,6 +165,8 @@ async def plan_and_record(
     """Walk every transaction with work left; write its events or its hold."""
     stats = PlanStats()
     after = 0
+    async with pool.acquire() as conn:
+        deployment = await billing.deployment_id(conn)
     while True:
         async with pool.acquire() as conn:
             rows = await billing.fetch_open_transactions(conn, after_id=after, limit=chunk)
@@ -182,7 +184,7 @@ async def plan_and_record(
             holds: list[tuple[int, str, str, bool]] = []
             clears: list[int] = []
             for row in rows:
-                plan = rating.plan_transaction(to_view(row, subs), metric_code)
+                plan = rating.plan_transaction(to_view(row, subs), metric_code, deployment=deployment)
                 events += plan.events
                 if plan.hold is not None:
                     holds.append((plan.transaction_id, plan.hold[0], plan.hold[1], plan.done))

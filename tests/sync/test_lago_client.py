@@ -200,3 +200,50 @@ async def test_pending_and_terminated_subscriptions_are_held_as_such(conn, engin
     assert any("is pending" in r and "never bills" in r for r in reasons), reasons
     assert any("is terminated" in r for r in reasons), reasons
     assert fake_lago.event_rows == {}
+
+
+async def test_ids_carry_the_deployment_and_a_reused_id_is_held_not_counted(conn, engine, fake_lago):
+    """After a restore (or beside another deployment on one Lago) an OCPP id comes back."""
+    fake_lago.add_subscription("sub_re")
+    cb = await add_charger(conn)
+    await add_customer(conn, "re@example.com", subscription="sub_re", tag="RE1")
+    tx = await add_session(conn, cb, "RE1", energy_wh=2_000)
+    deployment = await billing.deployment_id(conn)
+    assert deployment and len(deployment) == 10
+    tid = await conn.fetchval("SELECT transaction_id FROM billing.usage_events WHERE ocpp_transaction_id = $1", tx)
+    assert tid is None
+    await engine.run()
+    tid = await conn.fetchval("SELECT transaction_id FROM billing.usage_events WHERE ocpp_transaction_id = $1", tx)
+    assert tid == f"pol_{deployment}_{int(T0.timestamp())}_tx_{tx}_final"
+
+    # Another event under the next session's id is already in Lago (the original stack, or
+    # this database before a restore), with another value: Lago answers value_already_exist.
+    tx2 = await add_session(conn, cb, "RE1", energy_wh=3_000, start=T0 + timedelta(hours=3))
+    clash = f"pol_{deployment}_{int((T0 + timedelta(hours=3)).timestamp())}_tx_{tx2}_final"
+    fake_lago.event_rows[("sub_re", clash)] = {
+        "lago_id": "x", "transaction_id": clash, "external_subscription_id": "sub_re",
+        "code": "ev_charging_kwh", "timestamp": T0.timestamp(), "properties": {"value": 9.999},
+    }
+    result = await engine.run()
+    assert result.invalid == 1 and result.duplicates == 0
+    row = await conn.fetchrow(
+        "SELECT unbillable_code, unbillable_reason FROM billing.transaction_sync_state WHERE transaction_id = $1", tx2
+    )
+    assert row["unbillable_code"] == "invalid_event" and "already used in Lago" in row["unbillable_reason"]
+    assert ("GET", f"/api/v1/events/{clash}", 200) in fake_lago.requests
+
+    # A real retry (same subscription, same value) is still counted as delivered.
+    await conn.execute("UPDATE billing.usage_events SET status = 'pending' WHERE transaction_id = $1", tid)
+    result = await engine.run()
+    assert result.duplicates == 1 and result.invalid == 0
+
+
+async def test_too_many_events_halves_the_batch_and_remembers(lago_client, fake_lago):
+    """A self-hosted Lago with LAGO_EVENTS_BATCH_MAX_LENGTH=30."""
+    fake_lago.batch_max = 30
+    result = await lago_client.send_events([_event(f"e{i}") for i in range(100)])
+    assert sorted(result.delivered) == sorted(f"e{i}" for i in range(100)) and not result.invalid
+    assert lago_client.batch_max == 25 and len(fake_lago.events) == 100
+    before = fake_lago.batches_received
+    await lago_client.send_events([_event(f"f{i}") for i in range(50)])
+    assert fake_lago.batches_received - before == 2  # 25 + 25: no more refusals

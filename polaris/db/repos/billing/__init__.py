@@ -20,6 +20,7 @@ from __future__ import annotations
 from polaris.db.repos.billing.cadence import (
     TIERS,
     activity_since,
+    deployment_id,
     ensure_discovery_floor,
     get_cadence_state,
     request_sync_now,
@@ -87,6 +88,7 @@ __all__ = [
     "changed_sync_runs",
     "claim_invoice_email",
     "clear_holds",
+    "deployment_id",
     "count_open_transactions",
     "count_pending_events",
     "discover_backfill",
