@@ -73,6 +73,10 @@ class FakeLago:
                 "aggregation_type": "sum_agg",
                 "field_name": "value",
                 "recurring": False,
+                "rounding_function": None,
+                "rounding_precision": None,
+                "expression": None,
+                "weighted_interval": None,
             }
         }
         # Every subscription row: Lago keeps a terminated row beside its successor under the

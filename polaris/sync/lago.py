@@ -403,6 +403,29 @@ class LagoClient:
                 f"Lago's billable metric {code!r} sums the field {field_name!r}; Polaris sends "
                 f"kWh in 'value': {create}"
             )
+        if metric.get("recurring"):
+            raise LagoSetupError(
+                f"Lago's billable metric {code!r} is recurring: Lago carries its total into every "
+                "later billing period, so each kWh would be billed again every month; untick "
+                f"'Recurring' on the metric in Lago (Billable metrics > {code}) or {create}"
+            )
+        rounding = metric.get("rounding_function")
+        precision = metric.get("rounding_precision")
+        if rounding and (precision is None or int(precision) < 3):
+            raise LagoSetupError(
+                f"Lago's billable metric {code!r} rounds with {rounding!r} to {precision or 0} "
+                "decimal(s): Polaris sends kWh with 3 decimals, so the billed kWh would differ "
+                f"from the charged ones; remove the rounding on the metric in Lago (Billable "
+                f"metrics > {code} > Rounding) or set its precision to 3 or more"
+            )
+        expression = (metric.get("expression") or "").replace(" ", "")
+        if expression and expression not in ("event.properties.value", "event.properties['value']",
+                                             'event.properties["value"]'):
+            raise LagoSetupError(
+                f"Lago's billable metric {code!r} computes its value with the expression "
+                f"{metric.get('expression')!r}, which changes the kWh Polaris sends: clear the "
+                f"metric's expression in Lago (Billable metrics > {code} > Expression)"
+            )
         return metric
 
     async def get_subscription(self, external_id: str, status: str | None = None) -> dict[str, Any] | None:

@@ -247,3 +247,28 @@ async def test_too_many_events_halves_the_batch_and_remembers(lago_client, fake_
     before = fake_lago.batches_received
     await lago_client.send_events([_event(f"f{i}") for i in range(50)])
     assert fake_lago.batches_received - before == 2  # 25 + 25: no more refusals
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"recurring": True}, "is recurring"),
+        ({"rounding_function": "ceil", "rounding_precision": 0}, "rounds with 'ceil'"),
+        ({"rounding_function": "round", "rounding_precision": 1}, "Rounding"),
+        ({"expression": "ceil(event.properties.value)"}, "Expression"),
+    ],
+)
+async def test_metrics_that_would_overbill_are_refused(lago_client, fake_lago, change, says):
+    metric = fake_lago.metrics["ev_charging_kwh"]
+    assert await lago_client.check_metric("ev_charging_kwh")
+    metric.update(change)
+    with pytest.raises(LagoSetupError, match=says) as err:
+        await lago_client.check_metric("ev_charging_kwh")
+    assert "in Lago" in str(err.value)
+
+
+async def test_harmless_rounding_and_expression_are_accepted(lago_client, fake_lago):
+    fake_lago.metrics["ev_charging_kwh"].update(
+        rounding_function="round", rounding_precision=3, expression="event.properties.value"
+    )
+    assert await lago_client.check_metric("ev_charging_kwh")
