@@ -16,8 +16,10 @@ Webhooks are stored idempotently by `X-Lago-Unique-Key` (Lago retries a delivery
 answer it did not get); invoice webhooks update the local invoice kept for the portal and
 the console (a partial payload only changes what it carries; an older `updated_at` does
 not overwrite a newer state), and a finalized invoice queues an `invoice-available` mail
-once, through the email outbox in the same transaction. `events.errors` holds the named
-sessions and alerts the operator (see polaris/sync/lago_errors.py).
+once, through the email outbox in the same transaction. `events.errors` (events Lago stored
+but will not bill: invalid_code, missing_aggregation_property, ...) holds the named sessions
+with the reason; the operator alert `lago_not_billing` opens while any is held. (Lago does not
+report events for an unknown subscription there: reconcile's usage comparison finds those.)
 """
 
 from __future__ import annotations
@@ -197,6 +199,16 @@ async def receive(request: web.Request) -> web.Response:
         queued = False
         if new and object_type == "invoice" and isinstance(signed.get("invoice"), dict):
             queued = await _handle_invoice(conn, settings, signed["invoice"])
+        if new and webhook_type == "events.errors" and isinstance(signed.get("events_errors"), dict):
+            held = await billing.hold_reported_events(
+                conn, {k: v for k, v in signed["events_errors"].items() if isinstance(v, list)}
+            )
+            if held:
+                log.error(
+                    "lago will not bill stored events",
+                    sessions=[r["ocpp_transaction_id"] for r in held],
+                    errors=sorted({r["error"] for r in held}),
+                )
     log.info(
         "lago webhook received",
         webhook_type=webhook_type,

@@ -82,6 +82,8 @@ class FakeLago:
         # Every subscription row: Lago keeps a terminated row beside its successor under the
         # same external_id after a plan change (see `upgrade`).
         self.subscription_rows: list[dict[str, Any]] = []
+        # external_id -> invoiced periods (from, to, Wh billed), oldest first
+        self.invoiced_periods: dict[str, list[tuple[datetime, datetime, int]]] = {}
         self.plans: dict[str, dict[str, Any]] = {}
         self.customers: dict[str, dict[str, Any]] = {}
         # (external_subscription_id, transaction_id) -> event: Lago's uniqueness is per
@@ -167,10 +169,66 @@ class FakeLago:
         self.add_subscription(external_id, plan_code=plan_code, period_started_at=period_started_at or now)
 
     def close_period(self, external_id: str, until: datetime) -> None:
-        """Lago finalized the invoice of every period before `until`: the open one starts there."""
+        """Lago finalized the invoice of the open period, up to `until`: what it billed is
+        frozen (past_usage) and the open period starts at `until`."""
         for row in self.subscription_rows:
             if row["external_id"] == external_id and row["status"] == "active":
+                opened = datetime.fromisoformat(row["current_billing_period_started_at"])
+                wh = self._usage_wh(row, opened.timestamp(), until.timestamp())
+                self.invoiced_periods.setdefault(external_id, []).append((opened, until, wh))
                 row["current_billing_period_started_at"] = until.isoformat()
+
+    def _usage_wh(self, row: dict[str, Any], t_from: float, t_to: float | None) -> int:
+        total = 0
+        for (sub, _), e in self.event_rows.items():
+            if sub == row["external_id"] and e["code"] in self.metrics and e["timestamp"] >= t_from and (
+                t_to is None or e["timestamp"] < t_to
+            ):
+                total += int(Decimal(str(e["properties"].get("value", 0))) * 1000)
+        return total
+
+    def _charges_usage(self, wh: int, code: str) -> list[dict[str, Any]]:
+        metric = self.metrics[code]
+        units = str(Decimal(wh) / 1000)
+        return [{"units": units, "events_count": 0, "amount_cents": 0, "amount_currency": "EUR",
+                 "billable_metric": {"lago_id": metric["lago_id"], "name": metric["name"], "code": code,
+                                     "aggregation_type": metric["aggregation_type"]},
+                 "filters": [], "grouped_usage": []}]
+
+    def _customer_row(self, request: web.Request) -> dict[str, Any] | None:
+        sub = request.query.get("external_subscription_id", "")
+        row = self._billing_row(sub)
+        if row is None or row["external_customer_id"] != request.match_info["customer"]:
+            return None
+        return row
+
+    async def _current_usage(self, request: web.Request) -> web.Response:
+        row = self._customer_row(request)
+        if row is None:
+            return _error(404, "Not Found", "customer_not_found")
+        opened = datetime.fromisoformat(row["current_billing_period_started_at"])
+        wh = self._usage_wh(row, opened.timestamp(), None)
+        code = next(iter(self.metrics))
+        return web.json_response({"customer_usage": {
+            "from_datetime": opened.isoformat(), "to_datetime": None, "issuing_date": None,
+            "currency": "EUR", "amount_cents": 0, "total_amount_cents": 0, "taxes_amount_cents": 0,
+            "lago_invoice_id": None, "charges_usage": self._charges_usage(wh, code),
+        }})
+
+    async def _past_usage(self, request: web.Request) -> web.Response:
+        row = self._customer_row(request)
+        if row is None:
+            return _error(404, "Not Found", "customer_not_found")
+        code = request.query.get("billable_metric_code") or next(iter(self.metrics))
+        count = int(request.query.get("periods_count", 3))
+        periods = list(reversed(self.invoiced_periods.get(row["external_id"], [])))[:count]
+        return web.json_response({"usage_periods": [
+            {"from_datetime": f.isoformat(), "to_datetime": t.isoformat(), "issuing_date": t.date().isoformat(),
+             "currency": "EUR", "amount_cents": 0, "total_amount_cents": 0, "lago_invoice_id": str(uuid.uuid4()),
+             "charges_usage": self._charges_usage(wh, code) if code in self.metrics else []}
+            for f, t, wh in periods
+        ], "meta": {"current_page": 1, "next_page": None, "prev_page": None, "total_pages": 1,
+                    "total_count": len(periods)}})
 
     @property
     def events(self) -> dict[str, dict[str, Any]]:
@@ -294,6 +352,8 @@ class FakeLago:
         app.router.add_get("/api/v1/subscriptions", self._list_subscriptions)
         app.router.add_get("/api/v1/subscriptions/{external_id}", self._subscription)
         app.router.add_get("/api/v1/plans/{code}", self._plan)
+        app.router.add_get("/api/v1/customers/{customer}/current_usage", self._current_usage)
+        app.router.add_get("/api/v1/customers/{customer}/past_usage", self._past_usage)
         app.router.add_post("/api/v1/customers", self._upsert_customer)
         app.router.add_get("/api/v1/webhooks/public_key", self._public_key)
         app.router.add_get("/api/v1/webhooks/json_public_key", self._json_public_key)

@@ -464,6 +464,34 @@ class LagoClient:
                 return out
             page = int(next_page)
 
+    async def current_usage(self, external_customer_id: str, external_subscription_id: str) -> dict[str, Any] | None:
+        """GET /customers/{id}/current_usage: what Lago will bill in the open period (None: 404)."""
+        resp = await self.request(
+            "GET", f"/customers/{external_customer_id}/current_usage",
+            params={"external_subscription_id": external_subscription_id}, what="current usage",
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._unexpected(resp, "current usage")
+        return self._json(resp).get("customer_usage")
+
+    async def past_usage(
+        self, external_customer_id: str, external_subscription_id: str, *, code: str, periods: int = 3
+    ) -> list[dict[str, Any]]:
+        """GET /customers/{id}/past_usage: what Lago billed in the last invoiced periods."""
+        resp = await self.request(
+            "GET", f"/customers/{external_customer_id}/past_usage",
+            params={"external_subscription_id": external_subscription_id, "billable_metric_code": code,
+                    "periods_count": periods},
+            what="past usage",
+        )
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise self._unexpected(resp, "past usage")
+        return self._json(resp).get("usage_periods") or []
+
     async def get_plan(self, code: str) -> dict[str, Any] | None:
         return await self._get_object(f"/plans/{code}", "plan", "plan")
 

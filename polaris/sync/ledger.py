@@ -201,14 +201,32 @@ async def plan_and_record(
             progress(len(rows))
 
 
-def _lago_event(row: asyncpg.Record) -> dict[str, Any]:
+def _lago_event(row: asyncpg.Record, moved: dict[str, tuple[Any, dict]] | None = None) -> dict[str, Any]:
+    ts, props = (moved or {}).get(row["transaction_id"], (row["event_timestamp"], row["properties"]))
     return {
         "transaction_id": row["transaction_id"],
         "external_subscription_id": row["external_subscription_id"],
         "code": row["code"],
-        "timestamp": int(row["event_timestamp"].timestamp()),
-        "properties": row["properties"],
+        "timestamp": int(ts.timestamp()),
+        "properties": props,
     }
+
+
+def late_moves(rows: list[asyncpg.Record]) -> dict[str, tuple[Any, dict]]:
+    """Events timed before their subscription's open billing period (an offline queue, a
+    backfill, a settled anomaly, a released hold): Lago bills an event in the period its
+    timestamp falls in and never bills one in an invoiced period, so each is sent at the
+    open period's start, its real time kept in `occurred_at` (and start/stop)."""
+    out: dict[str, tuple[Any, dict]] = {}
+    for r in rows:
+        open_from = r["open_from"]
+        if open_from is None or r["event_timestamp"] >= open_from:
+            continue
+        props = dict(r["properties"])
+        props.setdefault("occurred_at", r["event_timestamp"].isoformat())
+        props["billed_in_period_from"] = open_from.isoformat()
+        out[r["transaction_id"]] = (open_from, props)
+    return out
 
 
 async def deliver_pending(
@@ -258,8 +276,13 @@ async def deliver_pending(
             if failed.is_set():
                 continue  # drain: Lago is down, these stay pending for the next run
             tids = [r["transaction_id"] for r in batch]
+            moved = late_moves(batch)
+            if moved:
+                async with pool.acquire() as conn:
+                    await billing.move_into_open_period(conn, [(t, ts, p) for t, (ts, p) in moved.items()])
+                log.info("late usage sent into the open billing period", events=len(moved))
             try:
-                result = await client.send_events([_lago_event(r) for r in batch])
+                result = await client.send_events([_lago_event(r, moved) for r in batch])
             except LagoError as exc:
                 if stats.error is None:
                     stats.error = str(exc)

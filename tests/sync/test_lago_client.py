@@ -272,3 +272,69 @@ async def test_harmless_rounding_and_expression_are_accepted(lago_client, fake_l
         rounding_function="round", rounding_precision=3, expression="event.properties.value"
     )
     assert await lago_client.check_metric("ev_charging_kwh")
+
+
+async def test_late_usage_is_sent_into_the_open_period(conn, engine, fake_lago):
+    """January is invoiced (Lago's open period starts Feb 1): a January session that arrives
+    late (offline queue, backfill, released hold) must still be billed, in February."""
+    from datetime import UTC, datetime
+
+    february = datetime(2026, 2, 1, tzinfo=UTC)
+    fake_lago.add_subscription("sub_late", period_started_at=february)
+    cb = await add_charger(conn)
+    await add_customer(conn, "late@example.com", subscription="sub_late", tag="LATE")
+    tx = await add_session(conn, cb, "LATE", energy_wh=4_321, start=T0)
+    await engine.run()
+    assert fake_lago.billed_wh_by_subscription() == {"sub_late": 4_321}
+    (event,) = fake_lago.event_rows.values()
+    assert event["timestamp"] == february.timestamp()
+    props = event["properties"]
+    assert props["occurred_at"] == (T0 + timedelta(minutes=60)).isoformat()
+    assert props["start"] == T0.isoformat() and props["billed_in_period_from"] == february.isoformat()
+    overview = await billing.billing_overview(conn)
+    assert (overview["late_events"], overview["late_wh"]) == (1, 4_321)
+    # The ledger says what was sent, so reconcile compares like with like.
+    ts = await conn.fetchval("SELECT event_timestamp FROM billing.usage_events WHERE ocpp_transaction_id = $1", tx)
+    assert ts == february
+
+
+async def test_reconcile_reports_kwh_lago_stored_but_will_not_bill(conn, pool, engine, lago_client, fake_lago):
+    from datetime import UTC, datetime
+
+    from polaris.sync.reconcile import reconcile
+
+    fake_lago.add_subscription("sub_rc")
+    cb = await add_charger(conn)
+    await add_customer(conn, "rc@example.com", subscription="sub_rc", tag="RC1")
+    await add_session(conn, cb, "RC1", energy_wh=1_000)
+    await engine.run()
+    window = {"code": "ev_charging_kwh", "start": datetime(2026, 1, 1, tzinfo=UTC), "end": datetime(2026, 2, 1, tzinfo=UTC)}
+    (report,) = await reconcile(pool, lago_client, **window, subscriptions=["sub_rc"])
+    assert report.ok and report.periods[0]["billed_kwh"] == 1.0, report.as_dict()
+
+    # January is invoiced; an event timed in January that Lago accepted after that (as the
+    # old sync sent late usage) is stored, listed, and never billed.
+    fake_lago.close_period("sub_rc", datetime(2026, 1, 6, tzinfo=UTC))
+    tid = "late_into_closed_period"
+    fake_lago.event_rows[("sub_rc", tid)] = {
+        "lago_id": "y", "transaction_id": tid, "external_subscription_id": "sub_rc", "code": "ev_charging_kwh",
+        "timestamp": (T0 + timedelta(hours=2)).timestamp(), "properties": {"value": 0.5},
+    }
+    await conn.execute(
+        """INSERT INTO billing.usage_events (transaction_id, ocpp_transaction_id, kind, external_subscription_id,
+               code, event_timestamp, wh, properties, status)
+           SELECT $1, ocpp_transaction_id, 'increment', 'sub_rc', 'ev_charging_kwh', $2, 500, '{}', 'sent'
+           FROM billing.usage_events LIMIT 1""",
+        tid, T0 + timedelta(hours=2),
+    )
+    (report,) = await reconcile(pool, lago_client, **window, subscriptions=["sub_rc"])
+    doc = report.as_dict()
+    assert not report.ok and doc["unbilled_kwh"] == 0.5, doc
+    invoiced = [p for p in doc["periods"] if p["invoiced"]]
+    assert invoiced and invoiced[0]["ledger_kwh"] == 1.5 and invoiced[0]["billed_kwh"] == 1.0
+
+    # A subscription Lago does not know: events "accepted", none billed.
+    await add_customer(conn, "nx@example.com", subscription="sub_nx", tag="NX1")
+    await conn.execute("INSERT INTO billing.lago_subscriptions (external_id, found) VALUES ('sub_nx', false)")
+    (report,) = await reconcile(pool, lago_client, **window, subscriptions=["sub_nx"])
+    assert not report.ok and "no such subscription" in report.usage_problem

@@ -298,3 +298,39 @@ async def test_real_web_process_takes_a_15kb_jwt_an_hmac_and_refuses_a_forgery(d
     assert [(m["to_address"], m["category"]) for m in mails] == [("big@example.com", "invoice-available")] * 2
     # The key came from json_public_key, under the URL with one /api/v1.
     assert ("GET", "/api/v1/webhooks/json_public_key", 200) in fake_lago.requests
+
+
+async def test_events_errors_hold_the_named_sessions_and_alert(client, conn, pool, fake_lago, settings):
+    """Lago's events.errors: events it stored (200) but will not bill."""
+    from datetime import UTC, datetime
+
+    from sync_helpers import add_charger, add_session
+
+    from polaris.services import alerts
+    from polaris.sync.lago import LagoClient
+    from polaris.sync.worker import SyncEngine
+
+    fake_lago.add_subscription("sub_err")
+    cb = await add_charger(conn)
+    await add_customer(conn, "err@example.com", subscription="sub_err", tag="ERR")
+    tx = await add_session(conn, cb, "ERR", energy_wh=2_500)
+    sync_settings = settings.model_copy(update={"LAGO_API_URL": fake_lago.url,
+                                                "LAGO_API_KEY": SecretStr(fake_lago.api_key),
+                                                "SYNC_LOOKBACK_MINUTES": 10_000_000})
+    async with LagoClient(fake_lago.url, fake_lago.api_key) as lago:
+        await SyncEngine(pool, lago, sync_settings).run()
+    tid = await conn.fetchval("SELECT transaction_id FROM billing.usage_events WHERE ocpp_transaction_id = $1", tx)
+    payload = {"webhook_type": "events.errors", "object_type": "events_errors",
+               "organization_id": str(uuid.uuid4()),
+               "events_errors": {"invalid_code": [tid, "not_ours"], "missing_aggregation_property": [],
+                                 "missing_group_key": [], "invalid_filter_values": []}}
+    body, headers = fake_lago.sign_webhook(payload)
+    resp = await client.post("/api/webhook/lago", data=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    row = await conn.fetchrow(
+        "SELECT unbillable_code, unbillable_reason FROM billing.transaction_sync_state WHERE transaction_id = $1", tx)
+    assert row["unbillable_code"] == "invalid_event" and "invalid_code" in row["unbillable_reason"]
+    assert await conn.fetchval("SELECT status FROM billing.usage_events WHERE transaction_id = $1", tid) == "invalid"
+    found = await alerts.detect(conn, settings, datetime.now(UTC))
+    (cond,) = [c for c in found if c.kind == "lago_not_billing"]
+    assert cond.due and "1 session(s) held" in cond.detail

@@ -38,10 +38,13 @@ from polaris.db.repos.billing.catalogue import (
     subscriptions_to_check,
 )
 from polaris.db.repos.billing.delivery import (
+    count_moved_events,
     count_pending_events,
     fetch_pending_events,
+    hold_reported_events,
     mark_events_invalid,
     mark_events_sent,
+    move_into_open_period,
     note_send_failure,
 )
 from polaris.db.repos.billing.discovery import (
@@ -70,6 +73,7 @@ from polaris.db.repos.billing.operators import (
 )
 from polaris.db.repos.billing.reconciliation import (
     ledger_events,
+    ledger_sent_wh,
     ledger_totals,
 )
 from polaris.db.repos.billing.runs import (
@@ -89,6 +93,7 @@ __all__ = [
     "claim_invoice_email",
     "clear_holds",
     "deployment_id",
+    "count_moved_events",
     "count_open_transactions",
     "count_pending_events",
     "discover_backfill",
@@ -102,8 +107,10 @@ __all__ = [
     "get_hold",
     "get_lago_subscriptions",
     "get_price_for_subscription",
+    "hold_reported_events",
     "hold_transactions",
     "ledger_events",
+    "ledger_sent_wh",
     "ledger_totals",
     "list_invoices",
     "list_lago_plans",
@@ -112,6 +119,7 @@ __all__ = [
     "list_unknown_subscriptions",
     "mark_events_invalid",
     "mark_events_sent",
+    "move_into_open_period",
     "note_send_failure",
     "plans_to_fetch",
     "record_events",

@@ -47,12 +47,13 @@ async def save_lago_subscription(
         """
         INSERT INTO billing.lago_subscriptions
             (external_id, found, status, plan_code, external_customer_id, lago_id, checked_at,
-             current_period_started_at, started_at, plan)
-        VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9)
+             current_period_started_at, started_at, plan, current_period_ending_at)
+        VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10)
         ON CONFLICT (external_id) DO UPDATE SET
             found = EXCLUDED.found, status = EXCLUDED.status, plan_code = EXCLUDED.plan_code,
             external_customer_id = EXCLUDED.external_customer_id, lago_id = EXCLUDED.lago_id,
             checked_at = now(), current_period_started_at = EXCLUDED.current_period_started_at,
+            current_period_ending_at = EXCLUDED.current_period_ending_at,
             started_at = EXCLUDED.started_at,
             -- a listing carries no plan: keep the one a look-up brought
             plan = COALESCE(EXCLUDED.plan, CASE WHEN billing.lago_subscriptions.plan_code
@@ -68,6 +69,7 @@ async def save_lago_subscription(
         _ts(sub.get("current_billing_period_started_at")),
         _ts(sub.get("started_at")),
         plan,
+        _ts(sub.get("current_billing_period_ending_at")),
     )
 
 
