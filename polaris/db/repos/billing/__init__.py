@@ -35,7 +35,9 @@ from polaris.db.repos.billing.catalogue import (
     plans_to_fetch,
     save_lago_plan,
     save_lago_subscription,
+    save_subscription_price,
     subscriptions_to_check,
+    subscriptions_to_price,
 )
 from polaris.db.repos.billing.delivery import (
     count_moved_events,
@@ -128,11 +130,13 @@ __all__ = [
     "save_cadence_state",
     "save_lago_plan",
     "save_lago_subscription",
+    "save_subscription_price",
     "set_cadence_pin",
     "set_energy_override",
     "start_sync_run",
     "store_lago_webhook",
     "subscriptions_to_check",
+    "subscriptions_to_price",
     "unbillable_summary",
     "upsert_invoice",
 ]

@@ -155,12 +155,41 @@ async def list_lago_plans(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def get_price_for_subscription(
     conn: asyncpg.Connection, external_subscription_id: str
 ) -> asyncpg.Record | None:
-    """The cached plan and per-kWh price of a subscription (portal)."""
+    """The cached plan and price of a subscription (portal): render it with polaris.sync.pricing."""
     return await conn.fetchrow(
         """
-        SELECT p.code, p.name, p.currency, p.charge_model, p.unit_amount, p.fetched_at
-        FROM billing.lago_subscriptions s JOIN billing.lago_plans p ON p.code = s.plan_code
-        WHERE s.external_id = $1
+        SELECT s.plan_code AS code, COALESCE(s.plan->>'name', p.name) AS name,
+               COALESCE(s.plan->>'amount_currency', p.currency) AS currency,
+               p.charge_model, p.unit_amount, p.charge_properties, p.fetched_at,
+               -- the subscription's own plan (with its overrides), when a look-up brought it
+               s.plan AS subscription_plan, p.code IS NOT NULL AS plan_cached,
+               s.price_per_kwh, s.price_text, s.price_model
+        FROM billing.lago_subscriptions s LEFT JOIN billing.lago_plans p ON p.code = s.plan_code
+        WHERE s.external_id = $1 AND (s.plan IS NOT NULL OR p.code IS NOT NULL)
         """,
         external_subscription_id,
+    )
+
+
+async def subscriptions_to_price(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every found subscription with its own plan and the cached plan by code, to price."""
+    return await conn.fetch(
+        """
+        SELECT s.external_id, s.plan AS subscription_plan, p.currency, p.charge_model, p.charge_properties
+        FROM billing.lago_subscriptions s LEFT JOIN billing.lago_plans p ON p.code = s.plan_code
+        WHERE s.found
+        """
+    )
+
+
+async def save_subscription_price(
+    conn: asyncpg.Connection, external_id: str, *, per_kwh: Any, text: str, model: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE billing.lago_subscriptions SET price_per_kwh = $2, price_text = $3, price_model = $4 "
+        "WHERE external_id = $1",
+        external_id,
+        per_kwh,
+        text,
+        model,
     )
