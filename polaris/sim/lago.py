@@ -161,12 +161,13 @@ class FakeLago:
     def upgrade(self, external_id: str, plan_code: str, *, period_started_at: datetime | None = None) -> None:
         """A plan change as Lago does it: the active row is terminated, a new active row
         with the same external_id starts (its own billing period)."""
-        now = datetime.now(UTC)
+        now = period_started_at or datetime.now(UTC)
+        self.close_period(external_id, now)  # the terminated row's usage is invoiced
         for row in self.subscription_rows:
             if row["external_id"] == external_id and row["status"] == "active":
                 row["status"] = "terminated"
                 row["terminated_at"] = now.isoformat()
-        self.add_subscription(external_id, plan_code=plan_code, period_started_at=period_started_at or now)
+        self.add_subscription(external_id, plan_code=plan_code, period_started_at=now)
 
     def close_period(self, external_id: str, until: datetime) -> None:
         """Lago finalized the invoice of the open period, up to `until`: what it billed is
@@ -176,6 +177,9 @@ class FakeLago:
                 opened = datetime.fromisoformat(row["current_billing_period_started_at"])
                 wh = self._usage_wh(row, opened.timestamp(), until.timestamp())
                 self.invoiced_periods.setdefault(external_id, []).append((opened, until, wh))
+                for (sub, _), e in self.event_rows.items():  # billed on that invoice, for good
+                    if sub == external_id and opened.timestamp() <= e["timestamp"] < until.timestamp():
+                        e.setdefault("invoiced", self.billed_wh(e))
                 row["current_billing_period_started_at"] = until.isoformat()
 
     def _usage_wh(self, row: dict[str, Any], t_from: float, t_to: float | None) -> int:
@@ -242,8 +246,11 @@ class FakeLago:
         )
 
     def billed_wh(self, event: dict[str, Any]) -> int:
-        """What Lago bills for one event, in Wh: 0 unless its code is a metric, its
-        subscription is active and its timestamp is in the open billing period."""
+        """What Lago bills for one event, in Wh: what an invoice billed for it, else 0 unless
+        its code is a metric, its subscription is active and its timestamp is in the open
+        billing period (an event timed in an invoiced period is stored and never billed)."""
+        if "invoiced" in event:
+            return event["invoiced"]
         row = self._billing_row(event["external_subscription_id"])
         if row is None or event["code"] not in self.metrics:
             return 0
@@ -253,7 +260,7 @@ class FakeLago:
         return int(Decimal(str(event["properties"].get("value", 0))) * 1000)
 
     def billed_wh_by_subscription(self) -> dict[str, int]:
-        """What Lago will invoice in the open periods, per subscription, in Wh."""
+        """What Lago bills (invoiced, or in the open period), per subscription, in Wh."""
         out: dict[str, int] = defaultdict(int)
         for event in self.event_rows.values():
             wh = self.billed_wh(event)
@@ -469,7 +476,7 @@ class FakeLago:
     @staticmethod
     def _serialize(record: dict[str, Any]) -> dict[str, Any]:
         return {
-            **record,
+            **{k: v for k, v in record.items() if k != "invoiced"},  # the fake's own bookkeeping
             "timestamp": datetime.fromtimestamp(record["timestamp"], UTC).isoformat(),
         }
 
