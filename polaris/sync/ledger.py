@@ -178,7 +178,9 @@ async def plan_and_record(
                 for r in rows
                 if r["pinned_subscription"] is None and r["lago_subscription_id"] and not r["is_test"]
             ]
-            await refresh_subscriptions(conn, client, wanted)
+            # Pinned ones too: their open billing period decides the timestamps sent.
+            pinned = [r["pinned_subscription"] for r in rows if r["pinned_subscription"] and not r["is_test"]]
+            await refresh_subscriptions(conn, client, wanted + pinned)
             subs = await billing.get_lago_subscriptions(conn, wanted)
             events: list[rating.UsageEvent] = []
             holds: list[tuple[int, str, str, bool]] = []
