@@ -26,10 +26,11 @@ PURPOSE: dict[str, str] = {
     "COOKIE_DOMAIN": "the session cookie's domain, shared by the admin and customer hosts (e.g. .example.com)",
     "ADMIN_BASE_URL": "the admin site's public URL (e.g. https://manage.example.com)",
     "CUSTOMER_BASE_URL": "the customer portal's public URL (e.g. https://polaris.example.com; the original's AUTH_URL is read too)",
-    "LAGO_API_URL": "Lago's API base URL; /api/v1 is appended",
+    "LAGO_API_URL": "Lago's API base URL (https://api.getlago.com, or your self-hosted Lago's API); /api/v1 is appended, and a URL copied with /api/v1 already on it works too",
     "LAGO_API_KEY": "Lago API key from Lago's developer settings",
     "LAGO_DASHBOARD_URL": "where admin 'open in Lago' links point",
     "LAGO_METRIC_CODE": "code of the Lago billable metric that counts kWh",
+    "LAGO_WEBHOOK_HMAC_KEY": "the organization's HMAC key from Lago (Developers > API keys): checks webhooks signed with HMAC (optional; JWT-signed ones need none)",
     "CF_EMAIL_WORKER_URL": "URL of the email worker (mail stays in the outbox when unset)",
     "CF_EMAIL_WORKER_SECRET": "shared HMAC secret for the email worker",
     "EMAIL_FROM": "sender of customer mail, e.g. Polaris Express <noreply@example.com> (must be one the email worker allows; required for mail with https URLs)",
@@ -136,6 +137,15 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
+def lago_api_root(url: str) -> str:
+    """Lago's base URL without one trailing `/api/v1`: Polaris appends it to every path, and
+    Lago's OpenAPI spec lists its server as https://api.getlago.com/api/v1, which operators copy."""
+    root = url.strip().rstrip("/")
+    if root.lower().endswith("/api/v1"):
+        root = root[: -len("/api/v1")].rstrip("/")
+    return root
+
+
 class Settings(BaseSettings):
     """Every setting of every process. Defaults are the local-development ones."""
 
@@ -159,6 +169,7 @@ class Settings(BaseSettings):
     LAGO_API_KEY: SecretStr | None = None
     LAGO_DASHBOARD_URL: str = "https://app.getlago.com"
     LAGO_METRIC_CODE: str = "ev_charging_kwh"
+    LAGO_WEBHOOK_HMAC_KEY: SecretStr | None = None
 
     CF_EMAIL_WORKER_URL: str | None = None
     CF_EMAIL_WORKER_SECRET: SecretStr | None = None
@@ -289,6 +300,11 @@ class Settings(BaseSettings):
             self.ADMIN_BASE_URL.startswith("https://")
             and self.CUSTOMER_BASE_URL.startswith("https://")
         )
+
+    @property
+    def lago_api_root(self) -> str:
+        """LAGO_API_URL without a trailing /api/v1 (Lago's spec lists its server with it)."""
+        return lago_api_root(self.LAGO_API_URL)
 
     @property
     def admin_host(self) -> str:

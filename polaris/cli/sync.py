@@ -262,6 +262,15 @@ def reconcile(args: argparse.Namespace) -> int:
         ):
             if ids:
                 print(f"    {label}: {', '.join(ids[:20])}" + (f" (+{len(ids) - 20} more)" if len(ids) > 20 else ""))
+        if r.usage_problem:
+            print(f"    Lago's usage: {r.usage_problem}")
+        if r.unbilled_wh:
+            print(f"    stored by Lago but not billed: {r.unbilled_wh / 1000:,.3f} kWh")
+        for p in r.periods:
+            if p["ledger_kwh"] != p["billed_kwh"]:
+                kind = "invoiced" if p["invoiced"] else "open"
+                print(f"    {kind} period from {p['from']}: ledger {p['ledger_kwh']:.3f} kWh, "
+                      f"Lago bills {p['billed_kwh']:.3f} kWh")
     print(
         f"{len(reports)} subscription(s), {len(differences)} with differences "
         f"({args.start.isoformat()} to {args.end.isoformat()})"
@@ -311,6 +320,12 @@ def status(args: argparse.Namespace) -> int:
         f"billed: {overview['billed_wh'] / 1000:,.3f} kWh; waiting to send: {overview['pending_events']} "
         f"event(s); refused by Lago: {overview['invalid_events']}; last success {_when(overview['last_success_at'])}"
     )
+    if overview["late_events"]:
+        print(
+            f"late usage: {overview['late_events']} event(s), {overview['late_wh'] / 1000:,.3f} kWh arrived after "
+            "their session's billing period was invoiced; sent into the open period (real times kept in "
+            "the event's occurred_at/start/stop)"
+        )
     print("runs:")
     for r in runs:
         print(

@@ -59,6 +59,7 @@ EN: dict[str, str] = {
     "connector": "Connector {n}",
     "connectors": "Connectors",
     "price_per_kwh": "Price: {price} per kWh",
+    "price_text": "Price: {price}",
     "price_unknown": "Your price per kWh is not known yet; it is shown on your invoice.",
     "price_plan": "Your plan: {plan}",
     "start_charging": "Start charging",

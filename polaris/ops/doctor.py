@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import SecretStr
 
-from polaris.config import ConfigError, Settings, cookie_domain_covers
+from polaris.config import ConfigError, Settings, cookie_domain_covers, lago_api_root
 from polaris.db.migrate import MigrationError, pending_migrations
 from polaris.db.pool import connect, describe_connect_error
 from polaris.ops import checks
@@ -242,6 +242,16 @@ async def check_lago_reachable(ctx: CheckContext) -> CheckResult:
     return CheckResult("lago_reachable", title, "ok", f"{url} answered {r.status_code}")
 
 
+def _api_v1_note(s: Settings) -> str:
+    """Said when LAGO_API_URL carries /api/v1 (as Lago's OpenAPI spec lists its server)."""
+    if lago_api_root(s.LAGO_API_URL) == s.LAGO_API_URL.strip().rstrip("/"):
+        return ""
+    return (
+        f"; LAGO_API_URL ends in /api/v1, which Polaris appends itself: it uses "
+        f"{lago_api_root(s.LAGO_API_URL)} (you may drop /api/v1 from the setting)"
+    )
+
+
 async def check_lago_metric(ctx: CheckContext) -> CheckResult:
     """The Lago API key is accepted and the billable metric LAGO_METRIC_CODE exists."""
     s = ctx.settings
@@ -252,7 +262,7 @@ async def check_lago_metric(ctx: CheckContext) -> CheckResult:
         return CheckResult(
             "lago_metric", title, "fail", "LAGO_API_KEY is not set", "copy an API key from Lago's developer settings"
         )
-    url = f"{s.LAGO_API_URL.rstrip('/')}/api/v1/billable_metrics/{quote(code, safe='')}"
+    url = f"{s.lago_api_root}/api/v1/billable_metrics/{quote(code, safe='')}"
     r = await checks.get(
         ctx, url, name="lago_metric", title=title, say="{error}", fix="see the outbound HTTPS check",
         headers={"Authorization": f"Bearer {key}"},
@@ -266,7 +276,10 @@ async def check_lago_metric(ctx: CheckContext) -> CheckResult:
             metric = {}
         name = metric.get("name")
         return CheckResult(
-            "lago_metric", title, "ok", f"key accepted; metric {code} exists" + (f" ({name})" if name else "")
+            "lago_metric",
+            title,
+            "ok",
+            f"key accepted; metric {code} exists" + (f" ({name})" if name else "") + _api_v1_note(s),
         )
     if r.status_code in (401, 403):
         return CheckResult(

@@ -113,6 +113,18 @@ async def detect(conn: asyncpg.Connection, settings: Settings, now: datetime) ->
             )
         )
 
+    reported = await operator_alerts.lago_reported_events(conn)
+    if reported["sessions"]:
+        found.append(
+            Condition(
+                "lago_not_billing",
+                "lago",
+                reported["since"],
+                True,
+                f"{reported['sessions']} session(s) held; e.g. {reported['example']}",
+            )
+        )
+
     if settings.email_worker_enabled:
         backlog = await operator_alerts.undelivered_mail(conn)
         oldest = backlog["oldest"]
@@ -258,6 +270,13 @@ def compose(row: asyncpg.Record, now: datetime) -> tuple[str, str]:
             f"Billing sync is failing: {detail}. Sessions are kept and sent to Lago by the next run that works.",
             "Check LAGO_API_URL, LAGO_API_KEY and Lago's own status; `polaris sync status` shows the runs, "
             "`polaris sync --once` tries again now.",
+        ),
+        "lago_not_billing": (
+            f"Lago stored usage it will not bill ({age})",
+            f"Lago's events.errors webhook named events it stored but will not bill: {detail}.",
+            "Check the billable metric LAGO_METRIC_CODE in Lago (code, field 'value'); "
+            "`polaris sync status` lists the held sessions; retry them from the console or the admin "
+            "API once fixed.",
         ),
         "outbox_stuck": (
             f"Email outbox stuck since {since} ({age})",

@@ -147,6 +147,8 @@ def app_factory(
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, host_middleware, auth_middleware],
         client_max_size=1024**2,
+        # Lago's JWT webhook signature carries the whole payload in one header (15 KB+).
+        handler_args=lago_webhooks.HANDLER_ARGS,
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.MIGRATIONS] = load_migrations()

@@ -2,10 +2,13 @@
 
 Speaks Lago's real wire format: Bearer auth, `POST /api/v1/events/batch` stored all or
 nothing with 422 `validation_errors` and per-index `error_details` (`value_already_exist`
-for a transaction_id it has), `GET /api/v1/events` with pagination `meta`,
-billable metrics, subscriptions, plans, customers and the webhook public key (base64 of
-the PEM, as Lago serves it). Faults: 500, timeout, 429 with X-RateLimit-Reset, and
+for a transaction_id the subscription has: uniqueness is per subscription), 200 for an
+unknown code or subscription (stored, never billed), `GET /api/v1/events` newest first
+with pagination `meta`, `GET /api/v1/events/{transaction_id}`, a configurable batch limit
+(`too_many_events`), billable metrics, subscriptions, plans, customers and the webhook
+public keys (base64 of the PEM, plain and JSON, as Lago serves them). Faults: 500, timeout, 429 with X-RateLimit-Reset, and
 "lost" (the batch is stored, then the connection drops before the answer).
+Billing periods, usage and webhook signing are in polaris/sim/lago_billing.py.
 Used by tests/sync, bench/bench_sync.py, and `polaris up` (as a local stand-in for Lago
 when LAGO_API_KEY is unset, so the demo's sync worker bills somewhere real):
 `python -m polaris.sim.lago --port 8090 --subscription sub_demo_alice ...`.
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import random
 import signal
 import sys
@@ -29,14 +31,18 @@ from typing import Any
 
 from aiohttp import web
 
+from polaris.sim.lago_billing import LagoBilling
+from polaris.sim.lago_billing import error as _error
+
 FAULTS = ("500", "timeout", "429", "lost")
 
 
-def _error(status: int, error: str, code: str, details: Any = None) -> web.Response:
-    body: dict[str, Any] = {"status": status, "error": error, "code": code}
-    if details is not None:
-        body["error_details"] = details
-    return web.json_response(body, status=status)
+def _short_id(tid: str) -> str:
+    """`pol_<deployment>_<start>_tx_<id>_final` as tests name it (`steve_tx_<id>_final`)."""
+    parts = tid.split("_", 3)
+    if tid.startswith("pol_") and len(parts) == 4 and parts[3].startswith("tx_"):
+        return "steve_" + parts[3]
+    return tid
 
 
 @dataclass
@@ -49,7 +55,7 @@ class Hold:
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class FakeLago:
+class FakeLago(LagoBilling):
     def __init__(self, *, api_key: str = "lago-test-key", metric_code: str = "ev_charging_kwh"):
         self.api_key = api_key
         self.metrics: dict[str, dict[str, Any]] = {
@@ -60,15 +66,31 @@ class FakeLago:
                 "aggregation_type": "sum_agg",
                 "field_name": "value",
                 "recurring": False,
+                "rounding_function": None,
+                "rounding_precision": None,
+                "expression": None,
+                "weighted_interval": None,
             }
         }
-        self.subscriptions: dict[str, dict[str, Any]] = {}
+        # Every subscription row: Lago keeps a terminated row beside its successor under the
+        # same external_id after a plan change (see `upgrade`).
+        self.subscription_rows: list[dict[str, Any]] = []
+        # external_id -> invoiced periods (from, to, Wh billed), oldest first
+        self.invoiced_periods: dict[str, list[tuple[datetime, datetime, int]]] = {}
         self.plans: dict[str, dict[str, Any]] = {}
         self.customers: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Any]] = {}
+        # (external_subscription_id, transaction_id) -> event: Lago's uniqueness is per
+        # subscription (organization + external_subscription_id), not global.
+        self.event_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        # Lago's LAGO_EVENTS_BATCH_MAX_LENGTH (a self-hosted Lago may lower it).
+        self.batch_max = 100
         # transaction_id -> Lago's errors for it (an event Lago calls invalid)
         self.reject: dict[str, dict[str, list[str]]] = {}
         self.public_key_pem: bytes | None = None
+        # Lago's webhook signing: the RSA key (its public half served by the two key
+        # endpoints once `webhook_key()` made it) and the organization's HMAC key.
+        self.signing_key = None
+        self.hmac_key = "lago-hmac-key"
         self.requests: list[tuple[str, str, int]] = []
         self.batches_received = 0
         self.duplicates_refused = 0
@@ -90,24 +112,6 @@ class FakeLago:
         self.url = ""
 
     # ------------------------------------------------------------------ control
-
-    def add_subscription(
-        self, external_id: str, *, plan_code: str = "ev_plan", status: str = "active",
-        external_customer_id: str | None = None,
-    ) -> None:
-        self.subscriptions[external_id] = {
-            "lago_id": str(uuid.uuid4()),
-            "external_id": external_id,
-            "lago_customer_id": str(uuid.uuid4()),
-            "external_customer_id": external_customer_id or f"cust_{external_id}",
-            "name": None,
-            "plan_code": plan_code,
-            "status": status,
-            "billing_time": "calendar",
-            "created_at": datetime.now(UTC).isoformat(),
-        }
-        if plan_code not in self.plans:
-            self.add_plan(plan_code)
 
     def add_plan(self, code: str, *, price_per_kwh: str = "0.35", currency: str = "EUR") -> None:
         metric = next(iter(self.metrics.values()))
@@ -156,7 +160,7 @@ class FakeLago:
     def wh_by_subscription(self) -> dict[str, int]:
         """What Lago would bill: the sum of `value` (kWh) per subscription, in Wh."""
         out: dict[str, int] = defaultdict(int)
-        for event in self.events.values():
+        for event in self.event_rows.values():
             value = Decimal(str(event["properties"]["value"]))
             out[event["external_subscription_id"]] += int(value * 1000)
         return dict(out)
@@ -172,8 +176,11 @@ class FakeLago:
         app.router.add_get("/api/v1/subscriptions", self._list_subscriptions)
         app.router.add_get("/api/v1/subscriptions/{external_id}", self._subscription)
         app.router.add_get("/api/v1/plans/{code}", self._plan)
+        app.router.add_get("/api/v1/customers/{customer}/current_usage", self._current_usage)
+        app.router.add_get("/api/v1/customers/{customer}/past_usage", self._past_usage)
         app.router.add_post("/api/v1/customers", self._upsert_customer)
         app.router.add_get("/api/v1/webhooks/public_key", self._public_key)
+        app.router.add_get("/api/v1/webhooks/json_public_key", self._json_public_key)
         # Not Lago's: lets a benchmark in another process read what the fake holds.
         app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -240,7 +247,7 @@ class FakeLago:
         events = body.get("events") or []
         if not events:
             return _error(422, "Unprocessable Entity", "validation_errors", {"events": ["no_events"]})
-        if len(events) > 100:
+        if len(events) > self.batch_max:
             return _error(422, "Unprocessable Entity", "validation_errors", {"events": ["too_many_events"]})
         errors: dict[str, dict[str, list[str]]] = {}
         for i, e in enumerate(events):
@@ -248,10 +255,11 @@ class FakeLago:
             tid = e.get("transaction_id")
             if not tid:
                 problems["transaction_id"] = ["value_is_mandatory"]
-            elif tid in self.events:
+            elif (e.get("external_subscription_id"), tid) in self.event_rows:
                 problems["transaction_id"] = ["value_already_exist"]
-            if tid in self.reject:
-                problems.update(self.reject[tid])
+            rejected = self.reject.get(tid) or self.reject.get(_short_id(tid or ""))
+            if rejected:
+                problems.update(rejected)
             if not e.get("external_subscription_id"):
                 problems["external_subscription_id"] = ["value_is_mandatory"]
             if not e.get("code"):
@@ -276,7 +284,7 @@ class FakeLago:
                 "external_subscription_id": e["external_subscription_id"],
                 "created_at": datetime.now(UTC).isoformat(),
             }
-            self.events[e["transaction_id"]] = record
+            self.event_rows[(e["external_subscription_id"], e["transaction_id"])] = record
             stored.append(record)
         if self.batch_delay:
             await asyncio.sleep(self.batch_delay)  # stored; the answer is slow to come
@@ -285,14 +293,14 @@ class FakeLago:
     @staticmethod
     def _serialize(record: dict[str, Any]) -> dict[str, Any]:
         return {
-            **record,
+            **{k: v for k, v in record.items() if k != "invoiced"},  # the fake's own bookkeeping
             "timestamp": datetime.fromtimestamp(record["timestamp"], UTC).isoformat(),
         }
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "events": len(self.events),
+                "events": len(self.event_rows),
                 "batches": self.batches_received,
                 "duplicates_refused": self.duplicates_refused,
                 "wh_by_subscription": self.wh_by_subscription(),
@@ -308,13 +316,13 @@ class FakeLago:
         t_to = datetime.fromisoformat(q["timestamp_to"]).timestamp() if "timestamp_to" in q else None
         rows = [
             e
-            for e in self.events.values()
+            for e in self.event_rows.values()
             if (sub is None or e["external_subscription_id"] == sub)
             and (code is None or e["code"] == code)
             and (t_from is None or e["timestamp"] >= t_from)
             and (t_to is None or e["timestamp"] <= t_to)
         ]
-        rows.sort(key=lambda e: (e["timestamp"], e["transaction_id"]))
+        rows.sort(key=lambda e: (e["timestamp"], e.get("created_at") or ""), reverse=True)  # Lago: newest first
         page = int(q.get("page", 1))
         per_page = int(q.get("per_page", 100))
         total_pages = max(1, -(-len(rows) // per_page))
@@ -333,7 +341,8 @@ class FakeLago:
         )
 
     async def _get_event(self, request: web.Request) -> web.Response:
-        e = self.events.get(request.match_info["transaction_id"])
+        tid = request.match_info["transaction_id"]
+        e = next((e for (_, t), e in self.event_rows.items() if t == tid), None)
         if e is None:
             return _error(404, "Not Found", "event_not_found")
         return web.json_response({"event": self._serialize(e)})
@@ -343,31 +352,6 @@ class FakeLago:
         if m is None:
             return _error(404, "Not Found", "billable_metric_not_found")
         return web.json_response({"billable_metric": m})
-
-    async def _subscription(self, request: web.Request) -> web.Response:
-        s = self.subscriptions.get(request.match_info["external_id"])
-        if s is None:
-            return _error(404, "Not Found", "subscription_not_found")
-        return web.json_response({"subscription": s})
-
-    async def _list_subscriptions(self, request: web.Request) -> web.Response:
-        q = request.query
-        # Like Lago: only active subscriptions unless status[] names others.
-        statuses = set(q.getall("status[]", [])) or {"active"}
-        subs = [s for s in self.subscriptions.values() if s["status"] in statuses]
-        if "external_customer_id" in q:
-            subs = [s for s in subs if s["external_customer_id"] == q["external_customer_id"]]
-        page = int(q.get("page", 1))
-        per_page = int(q.get("per_page", 20))
-        total_pages = max(1, -(-len(subs) // per_page))
-        return web.json_response(
-            {
-                "subscriptions": subs[(page - 1) * per_page : page * per_page],
-                "meta": {"current_page": page, "next_page": page + 1 if page < total_pages else None,
-                         "prev_page": page - 1 if page > 1 else None,
-                         "total_pages": total_pages, "total_count": len(subs)},
-            }
-        )
 
     async def _plan(self, request: web.Request) -> web.Response:
         p = self.plans.get(request.match_info["code"])
@@ -384,14 +368,6 @@ class FakeLago:
         existing.update(body)
         self.customers[body["external_id"]] = existing
         return web.json_response({"customer": existing})
-
-    async def _public_key(self, request: web.Request) -> web.Response:
-        if self.public_key_pem is None:
-            return _error(404, "Not Found", "public_key_not_found")
-        # Ruby's Base64.encode64: wrapped at 60 characters, trailing newline.
-        encoded = base64.encodebytes(self.public_key_pem).decode()
-        return web.Response(text=encoded, content_type="text/plain")
-
 
 async def _serve(host: str, port: int, api_key: str, subscriptions: list[str]) -> None:
     lago = FakeLago(api_key=api_key)

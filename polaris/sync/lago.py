@@ -19,12 +19,34 @@ from typing import Any
 
 import httpx
 
+from polaris.config import lago_api_root
 from polaris.logs import get_logger
 
 log = get_logger(__name__)
 
 BATCH_MAX = 100  # Lago refuses larger batches (too_many_events)
 SUM_AGGREGATION = "sum_agg"
+# Lago keeps a terminated row beside the active one with the same external_id after a plan
+# change: when several rows share an id, the first status here wins.
+SUBSCRIPTION_PREFERENCE = ("active", "pending", "terminated", "canceled")
+
+
+def preferred_subscriptions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """external_id -> the row that bills: active before pending before terminated/canceled,
+    and of two with one status the newest."""
+
+    def rank(row: dict[str, Any]) -> tuple[int, str]:
+        status = row.get("status")
+        order = SUBSCRIPTION_PREFERENCE.index(status) if status in SUBSCRIPTION_PREFERENCE else 99
+        newest = str(row.get("started_at") or row.get("created_at") or "")
+        return (-order, newest)
+
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        have = out.get(row["external_id"])
+        if have is None or rank(row) > rank(have):
+            out[row["external_id"]] = row
+    return out
 
 
 class LagoError(Exception):
@@ -33,6 +55,10 @@ class LagoError(Exception):
 
 class LagoUnavailable(LagoError):
     """Lago did not answer usefully after every retry (5xx, timeouts, rate limits)."""
+
+
+class _TooManyEvents(Exception):
+    """Lago's batch limit (LAGO_EVENTS_BATCH_MAX_LENGTH) is below the batch sent."""
 
 
 class LagoSetupError(LagoError):
@@ -91,7 +117,8 @@ class LagoClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
-        self.base_url = base_url.rstrip("/")
+        # One trailing /api/v1 dropped: Lago's spec lists its server with it, operators copy that.
+        self.base_url = lago_api_root(base_url)
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/api/v1",
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -99,6 +126,8 @@ class LagoClient:
             transport=transport,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         )
+        # Events per batch: Lago's default limit, halved when a Lago answers too_many_events.
+        self.batch_max = BATCH_MAX
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -207,9 +236,33 @@ class LagoClient:
     # ------------------------------------------------------------------ events
 
     async def send_events(self, events: Sequence[dict[str, Any]]) -> BatchResult:
-        """POST /events/batch (at most 100); every event ends delivered, duplicate or invalid."""
+        """POST /events/batch (at most 100); every event ends delivered, duplicate or invalid.
+
+        A self-hosted Lago may take fewer per batch (LAGO_EVENTS_BATCH_MAX_LENGTH): on
+        `too_many_events` the batch is halved and the size kept for every later batch.
+        """
         if len(events) > BATCH_MAX:
             raise ValueError(f"Lago takes at most {BATCH_MAX} events per batch, not {len(events)}")
+        result = BatchResult()
+        todo = list(events)
+        while todo:
+            size = self.batch_max
+            try:
+                part = await self._send_batch(todo[:size])
+            except _TooManyEvents:
+                if size <= 1:
+                    raise LagoError("Lago answered too_many_events to a batch of one event") from None
+                self.batch_max = max(1, min(size, len(todo)) // 2)
+                log.warning("lago batch limit lowered", batch_max=self.batch_max,
+                            hint="this Lago's LAGO_EVENTS_BATCH_MAX_LENGTH is below 100")
+                continue
+            result.delivered += part.delivered
+            result.duplicates += part.duplicates
+            result.invalid.update(part.invalid)
+            todo = todo[size:]
+        return result
+
+    async def _send_batch(self, events: Sequence[dict[str, Any]]) -> BatchResult:
         result = BatchResult()
         todo = list(events)
         while todo:
@@ -225,6 +278,8 @@ class LagoClient:
             details = body.get("error_details") if isinstance(body, dict) else None
             if not isinstance(details, dict) or not details:
                 raise self._unexpected(resp, "an event batch")
+            if "too_many_events" in (details.get("events") or []):
+                raise _TooManyEvents()
             per_event: dict[int, Any] = {}
             for key, errors in details.items():
                 try:
@@ -238,13 +293,46 @@ class LagoClient:
                 if errors is None:
                     rest.append(event)
                 elif _already_exists(errors):
-                    result.duplicates.append(event["transaction_id"])
+                    mismatch = await self._verify_existing(event)
+                    if mismatch is None:
+                        result.duplicates.append(event["transaction_id"])
+                    else:
+                        result.invalid[event["transaction_id"]] = mismatch
                 else:
                     result.invalid[event["transaction_id"]] = _describe(errors)
             if len(rest) == len(todo):
                 raise self._unexpected(resp, "an event batch")
             todo = rest
         return result
+
+    async def get_event(self, transaction_id: str, external_subscription_id: str | None = None) -> dict[str, Any] | None:
+        """GET /events/{transaction_id}: the event Lago holds under that id, or None."""
+        params = {"external_subscription_id": external_subscription_id} if external_subscription_id else None
+        resp = await self.request("GET", f"/events/{transaction_id}", params=params, what="event")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._unexpected(resp, "an event look-up")
+        return self._json(resp).get("event")
+
+    async def _verify_existing(self, event: dict[str, Any]) -> str | None:
+        """None if the event Lago already has under this id is this one (a retry after a lost
+        answer); else why not: a reused id from another deployment or a restored database."""
+        tid = event["transaction_id"]
+        have = await self.get_event(tid, event["external_subscription_id"])
+        if have is None:
+            return None  # answered "already exists" but not found: trust the answer, reconcile checks
+        ours = _value(event.get("properties"))
+        theirs = _value(have.get("properties"))
+        same_sub = have.get("external_subscription_id") in (None, event["external_subscription_id"])
+        if same_sub and ours == theirs and have.get("code") in (None, event.get("code")):
+            return None
+        return (
+            f"transaction_id {tid} is already used in Lago by another event (subscription "
+            f"{have.get('external_subscription_id')}, value {theirs}, timestamp {have.get('timestamp')}) "
+            f"than this session's ({event['external_subscription_id']}, value {ours}): not billed; "
+            "another deployment or a restored database on the same Lago organization?"
+        )
 
     async def list_events(
         self,
@@ -315,10 +403,48 @@ class LagoClient:
                 f"Lago's billable metric {code!r} sums the field {field_name!r}; Polaris sends "
                 f"kWh in 'value': {create}"
             )
+        if metric.get("recurring"):
+            raise LagoSetupError(
+                f"Lago's billable metric {code!r} is recurring: Lago carries its total into every "
+                "later billing period, so each kWh would be billed again every month; untick "
+                f"'Recurring' on the metric in Lago (Billable metrics > {code}) or {create}"
+            )
+        rounding = metric.get("rounding_function")
+        precision = metric.get("rounding_precision")
+        if rounding and (precision is None or int(precision) < 3):
+            raise LagoSetupError(
+                f"Lago's billable metric {code!r} rounds with {rounding!r} to {precision or 0} "
+                "decimal(s): Polaris sends kWh with 3 decimals, so the billed kWh would differ "
+                f"from the charged ones; remove the rounding on the metric in Lago (Billable "
+                f"metrics > {code} > Rounding) or set its precision to 3 or more"
+            )
+        expression = (metric.get("expression") or "").replace(" ", "")
+        if expression and expression not in ("event.properties.value", "event.properties['value']",
+                                             'event.properties["value"]'):
+            raise LagoSetupError(
+                f"Lago's billable metric {code!r} computes its value with the expression "
+                f"{metric.get('expression')!r}, which changes the kWh Polaris sends: clear the "
+                f"metric's expression in Lago (Billable metrics > {code} > Expression)"
+            )
         return metric
 
-    async def get_subscription(self, external_id: str) -> dict[str, Any] | None:
-        return await self._get_object(f"/subscriptions/{external_id}", "subscription", "subscription")
+    async def get_subscription(self, external_id: str, status: str | None = None) -> dict[str, Any] | None:
+        """The subscription, with its plan embedded (overrides included).
+
+        Lago's `GET /subscriptions/{external_id}` finds only an `active` one unless `status`
+        says otherwise; without `status` each status is asked in SUBSCRIPTION_PREFERENCE
+        order, so a pending or terminated subscription is reported as such, not as unknown.
+        """
+        for st in (status,) if status else SUBSCRIPTION_PREFERENCE:
+            resp = await self.request(
+                "GET", f"/subscriptions/{external_id}", params={"status": st}, what="subscription"
+            )
+            if resp.status_code == 404:
+                continue
+            if resp.status_code != 200:
+                raise self._unexpected(resp, "subscription")
+            return self._json(resp).get("subscription")
+        return None
 
     async def list_subscriptions(self, *, per_page: int = 100, **filters: Any) -> list[dict[str, Any]]:
         """Every subscription matching `filters` (Lago lists active ones unless status[] says)."""
@@ -338,6 +464,34 @@ class LagoClient:
                 return out
             page = int(next_page)
 
+    async def current_usage(self, external_customer_id: str, external_subscription_id: str) -> dict[str, Any] | None:
+        """GET /customers/{id}/current_usage: what Lago will bill in the open period (None: 404)."""
+        resp = await self.request(
+            "GET", f"/customers/{external_customer_id}/current_usage",
+            params={"external_subscription_id": external_subscription_id}, what="current usage",
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._unexpected(resp, "current usage")
+        return self._json(resp).get("customer_usage")
+
+    async def past_usage(
+        self, external_customer_id: str, external_subscription_id: str, *, code: str, periods: int = 3
+    ) -> list[dict[str, Any]]:
+        """GET /customers/{id}/past_usage: what Lago billed in the last invoiced periods."""
+        resp = await self.request(
+            "GET", f"/customers/{external_customer_id}/past_usage",
+            params={"external_subscription_id": external_subscription_id, "billable_metric_code": code,
+                    "periods_count": periods},
+            what="past usage",
+        )
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise self._unexpected(resp, "past usage")
+        return self._json(resp).get("usage_periods") or []
+
     async def get_plan(self, code: str) -> dict[str, Any] | None:
         return await self._get_object(f"/plans/{code}", "plan", "plan")
 
@@ -350,6 +504,16 @@ class LagoClient:
         if resp.status_code not in (200, 201):
             raise self._unexpected(resp, "a customer upsert")
         return self._json(resp)["customer"]
+
+
+def _value(properties: Any) -> str | None:
+    from decimal import Decimal, InvalidOperation
+
+    raw = (properties or {}).get("value") if isinstance(properties, dict) else None
+    try:
+        return str(Decimal(str(raw)).normalize()) if raw is not None else None
+    except InvalidOperation:
+        return str(raw)
 
 
 def _describe(errors: Any) -> str:

@@ -20,13 +20,20 @@ import asyncpg
 from polaris.db.repos import billing
 from polaris.logs import get_logger
 from polaris.sync import rating
-from polaris.sync.lago import BATCH_MAX, LagoClient, LagoError
+from polaris.sync.lago import (
+    BATCH_MAX,
+    SUBSCRIPTION_PREFERENCE,
+    LagoClient,
+    LagoError,
+    preferred_subscriptions,
+)
 
 log = get_logger(__name__)
 
 # Subscriptions Lago knows are re-checked this often; unknown ones on every run.
 SUBSCRIPTION_RECHECK_S = 6 * 3600
-ACTIVE_SUBSCRIPTION_STATUSES = ("active", "pending")
+# Lago bills only an active subscription: events for a pending one are never invoiced.
+ACTIVE_SUBSCRIPTION_STATUSES = ("active",)
 
 
 @dataclass
@@ -48,7 +55,7 @@ class DeliveryStats:
 
 # Above this many subscriptions to check, one listing of Lago's subscriptions is cheaper.
 LIST_SUBSCRIPTIONS_ABOVE = 20
-SUBSCRIPTION_STATUSES = ("active", "pending", "terminated", "canceled")
+SUBSCRIPTION_STATUSES = SUBSCRIPTION_PREFERENCE
 
 
 async def refresh_subscriptions(
@@ -59,10 +66,9 @@ async def refresh_subscriptions(
     if not todo:
         return
     if len(todo) > LIST_SUBSCRIPTIONS_ABOVE:
-        listed = {
-            s["external_id"]: s
-            for s in await client.list_subscriptions(**{"status[]": list(SUBSCRIPTION_STATUSES)})
-        }
+        listed = preferred_subscriptions(
+            await client.list_subscriptions(**{"status[]": list(SUBSCRIPTION_STATUSES)})
+        )
         for external_id in [x for x in todo if x in listed]:
             await billing.save_lago_subscription(conn, external_id, listed[external_id])
         todo = [x for x in todo if x not in listed]
@@ -76,6 +82,19 @@ async def refresh_subscriptions(
         if sub is None:
             log.warning("lago subscription not found", external_subscription_id=external_id)
         await billing.save_lago_subscription(conn, external_id, sub)
+
+
+def _inactive_reason(subscription: str, known: asyncpg.Record) -> str:
+    status = known["status"]
+    if status == "pending":
+        return (
+            f"Lago subscription {subscription} is pending (not started): Lago never bills events "
+            "for a pending subscription; they are sent once it is active"
+        )
+    return (
+        f"Lago subscription {subscription} is {status}: Lago does not bill it; give the customer "
+        "an active subscription in Lago (a plan change keeps the external id: it is picked up by itself)"
+    )
 
 
 def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> rating.TransactionView:
@@ -106,10 +125,7 @@ def to_view(row: asyncpg.Record, subs: dict[str, asyncpg.Record]) -> rating.Tran
                     "create it in Lago or correct the customer's subscription id",
                 )
             elif known["status"] not in ACTIVE_SUBSCRIPTION_STATUSES:
-                problem = (
-                    rating.INACTIVE_SUBSCRIPTION,
-                    f"Lago subscription {subscription} is {known['status']}",
-                )
+                problem = (rating.INACTIVE_SUBSCRIPTION, _inactive_reason(subscription, known))
     registers = rating.Registers(
         count=row["register_count"] or 0,
         latest_wh=row["latest_wh"],
@@ -149,6 +165,8 @@ async def plan_and_record(
     """Walk every transaction with work left; write its events or its hold."""
     stats = PlanStats()
     after = 0
+    async with pool.acquire() as conn:
+        deployment = await billing.deployment_id(conn)
     while True:
         async with pool.acquire() as conn:
             rows = await billing.fetch_open_transactions(conn, after_id=after, limit=chunk)
@@ -160,13 +178,15 @@ async def plan_and_record(
                 for r in rows
                 if r["pinned_subscription"] is None and r["lago_subscription_id"] and not r["is_test"]
             ]
-            await refresh_subscriptions(conn, client, wanted)
+            # Pinned ones too: their open billing period decides the timestamps sent.
+            pinned = [r["pinned_subscription"] for r in rows if r["pinned_subscription"] and not r["is_test"]]
+            await refresh_subscriptions(conn, client, wanted + pinned)
             subs = await billing.get_lago_subscriptions(conn, wanted)
             events: list[rating.UsageEvent] = []
             holds: list[tuple[int, str, str, bool]] = []
             clears: list[int] = []
             for row in rows:
-                plan = rating.plan_transaction(to_view(row, subs), metric_code)
+                plan = rating.plan_transaction(to_view(row, subs), metric_code, deployment=deployment)
                 events += plan.events
                 if plan.hold is not None:
                     holds.append((plan.transaction_id, plan.hold[0], plan.hold[1], plan.done))
@@ -183,14 +203,32 @@ async def plan_and_record(
             progress(len(rows))
 
 
-def _lago_event(row: asyncpg.Record) -> dict[str, Any]:
+def _lago_event(row: asyncpg.Record, moved: dict[str, tuple[Any, dict]] | None = None) -> dict[str, Any]:
+    ts, props = (moved or {}).get(row["transaction_id"], (row["event_timestamp"], row["properties"]))
     return {
         "transaction_id": row["transaction_id"],
         "external_subscription_id": row["external_subscription_id"],
         "code": row["code"],
-        "timestamp": int(row["event_timestamp"].timestamp()),
-        "properties": row["properties"],
+        "timestamp": int(ts.timestamp()),
+        "properties": props,
     }
+
+
+def late_moves(rows: list[asyncpg.Record]) -> dict[str, tuple[Any, dict]]:
+    """Events timed before their subscription's open billing period (an offline queue, a
+    backfill, a settled anomaly, a released hold): Lago bills an event in the period its
+    timestamp falls in and never bills one in an invoiced period, so each is sent at the
+    open period's start, its real time kept in `occurred_at` (and start/stop)."""
+    out: dict[str, tuple[Any, dict]] = {}
+    for r in rows:
+        open_from = r["open_from"]
+        if open_from is None or r["event_timestamp"] >= open_from:
+            continue
+        props = dict(r["properties"])
+        props.setdefault("occurred_at", r["event_timestamp"].isoformat())
+        props["billed_in_period_from"] = open_from.isoformat()
+        out[r["transaction_id"]] = (open_from, props)
+    return out
 
 
 async def deliver_pending(
@@ -240,8 +278,13 @@ async def deliver_pending(
             if failed.is_set():
                 continue  # drain: Lago is down, these stay pending for the next run
             tids = [r["transaction_id"] for r in batch]
+            moved = late_moves(batch)
+            if moved:
+                async with pool.acquire() as conn:
+                    await billing.move_into_open_period(conn, [(t, ts, p) for t, (ts, p) in moved.items()])
+                log.info("late usage sent into the open billing period", events=len(moved))
             try:
-                result = await client.send_events([_lago_event(r) for r in batch])
+                result = await client.send_events([_lago_event(r, moved) for r in batch])
             except LagoError as exc:
                 if stats.error is None:
                     stats.error = str(exc)

@@ -114,12 +114,29 @@ def kwh(wh: int) -> float:
     return float(Decimal(wh) / 1000)
 
 
-def increment_id(transaction_id: int, unix: int) -> str:
-    return f"steve_tx_{transaction_id}_{unix}"
+def _session(transaction_id: int, start: datetime | None, deployment: str) -> str:
+    if not deployment:
+        return f"steve_tx_{transaction_id}"  # no deployment id: the original stack's ids
+    return f"pol_{deployment}_{int(start.timestamp()) if start else 0}_tx_{transaction_id}"
 
 
-def final_id(transaction_id: int) -> str:
-    return f"steve_tx_{transaction_id}_final"
+def increment_id(transaction_id: int, unix: int, *, start: datetime | None = None, deployment: str = "") -> str:
+    """An in-progress increment's id: the deployment, the session's start and its OCPP id
+    (unique after a restore reuses OCPP ids, and beside another deployment on one Lago)."""
+    return f"{_session(transaction_id, start, deployment)}_{unix}"
+
+
+def final_id(transaction_id: int, *, start: datetime | None = None, deployment: str = "") -> str:
+    return f"{_session(transaction_id, start, deployment)}_final"
+
+
+def short_id(event_transaction_id: str) -> str:
+    """The id without deployment and start (`steve_tx_<id>_final`): how people name a session."""
+    if event_transaction_id.startswith("pol_"):
+        parts = event_transaction_id.split("_", 3)
+        if len(parts) == 4 and parts[3].startswith("tx_"):
+            return "steve_" + parts[3]
+    return event_transaction_id
 
 
 def session_energy(tx: TransactionView) -> tuple[int | None, str | None]:
@@ -186,7 +203,7 @@ def _properties(tx: TransactionView, wh: int, *, at: datetime) -> dict[str, Any]
     return props
 
 
-def plan_transaction(tx: TransactionView, metric_code: str) -> Plan:
+def plan_transaction(tx: TransactionView, metric_code: str, *, deployment: str = "") -> Plan:
     """The events this transaction owes now, or why it is held."""
     if tx.is_test:
         return Plan(tx.id, hold=(TEST, "smoke-test session: never billed"), done=True)
@@ -207,7 +224,7 @@ def plan_transaction(tx: TransactionView, metric_code: str) -> Plan:
         at = tx.registers.latest_at
         delta = energy - tx.recorded_wh
         event = UsageEvent(
-            transaction_id=increment_id(tx.id, int(at.timestamp())),
+            transaction_id=increment_id(tx.id, int(at.timestamp()), start=tx.start, deployment=deployment),
             ocpp_transaction_id=tx.id,
             kind="increment",
             external_subscription_id=tx.subscription_id,
@@ -235,7 +252,7 @@ def plan_transaction(tx: TransactionView, metric_code: str) -> Plan:
         )
     delta = energy - tx.recorded_wh
     event = UsageEvent(
-        transaction_id=final_id(tx.id),
+        transaction_id=final_id(tx.id, start=tx.start, deployment=deployment),
         ocpp_transaction_id=tx.id,
         kind="final",
         external_subscription_id=tx.subscription_id,

@@ -17,7 +17,7 @@ import asyncpg
 from polaris.config import Settings
 from polaris.db.repos import billing
 from polaris.logs import get_logger
-from polaris.sync import cadence, ledger
+from polaris.sync import cadence, ledger, pricing
 from polaris.sync.lago import LagoClient, LagoError
 
 log = get_logger(__name__)
@@ -212,8 +212,26 @@ class SyncEngine:
                     plan = await self.client.get_plan(code)
                     if plan is not None:
                         await billing.save_lago_plan(conn, plan, self.metric_code)
+                await self._price_subscriptions(conn)
         except LagoError as exc:
             log.warning("could not refresh Lago plans", error=str(exc))
+
+    async def _price_subscriptions(self, conn: asyncpg.Connection) -> None:
+        """Render each subscription's price from its own plan (overrides included), else the
+        plan by code; stored for the portal."""
+        for row in await billing.subscriptions_to_price(conn):
+            plan = row["subscription_plan"]
+            if plan:
+                charge, currency = pricing.find_charge(plan, self.metric_code), plan.get("amount_currency")
+            elif row["charge_model"]:
+                charge = {"charge_model": row["charge_model"], "properties": row["charge_properties"] or {}}
+                currency = row["currency"]
+            else:
+                charge, currency = None, None
+            price = pricing.render(charge, currency)
+            await billing.save_subscription_price(
+                conn, row["external_id"], per_kwh=price.per_kwh, text=price.text, model=price.model
+            )
 
     async def _finish(self, result: RunResult) -> None:
         async with self.pool.acquire() as conn:

@@ -167,6 +167,13 @@ async def test_a_short_auth_secret_is_a_warning_with_a_fix(ctx):
     assert results["settings"].status == "fail" and "AUTH_SECRET is not set" in results["settings"].message
 
 
+async def test_lago_url_with_api_v1_works_and_doctor_says_so(ctx, fake_lago):
+    base = ctx().settings.LAGO_API_URL
+    r = by_name(await run_checks(ctx(LAGO_API_URL=base.rstrip("/") + "/api/v1/")))["lago_metric"]
+    assert r.status == "ok" and "ev_charging_kwh exists" in r.message, r.message
+    assert "ends in /api/v1" in r.message and f"uses {base.rstrip('/')}" in r.message
+
+
 async def test_typed_or_reused_secrets_fail(ctx):
     same = secrets.token_hex(32)
     results = by_name(

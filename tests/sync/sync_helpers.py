@@ -13,6 +13,7 @@ import asyncpg
 
 from polaris.db.repos import customers, id_tags
 from polaris.sync.lago import LagoClient
+from polaris.sync.rating import short_id
 
 _serial = itertools.count(1)
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -152,3 +153,8 @@ def make_client(fake, **kwargs) -> LagoClient:
     opts = {"timeout": 0.5, "backoff_base": 0.01, "backoff_cap": 0.05, "max_attempts": 4}
     opts.update(kwargs)
     return LagoClient(fake.url, fake.api_key, **opts)
+
+
+def short(events: dict) -> dict:
+    """Lago's events by their ids without deployment and start: `steve_tx_<id>_final`."""
+    return {short_id(tid): e for tid, e in events.items()}

@@ -1,6 +1,11 @@
 """Property: whatever the sessions, Lago's faults and the worker's crashes, once the faults stop
 Lago holds exactly the database's kWh per subscription, each session's events once.
 
+And as Lago really bills: with billing periods invoiced in between (usage arriving after its
+period closed), plan upgrades (a terminated row beside the new active one) and an event of
+another deployment under the id the original stack would give the next session, every kWh
+is billed exactly once: on an invoice made before it arrived, or in an open period.
+
 Each example runs in its own event loop (hypothesis drives a sync test), against one
 database for the whole test and a fresh fake Lago per example; subscriptions are unique
 per example so examples do not see each other's sessions.
@@ -20,7 +25,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
-from sync_helpers import T0, add_charger, add_customer, add_register, make_client, start_tx, stop_tx
+from sync_helpers import (
+    T0,
+    add_charger,
+    add_customer,
+    add_register,
+    make_client,
+    short,
+    start_tx,
+    stop_tx,
+)
 
 from polaris.config import Settings
 from polaris.db.pool import create_pool
@@ -61,6 +75,9 @@ session_st = st.tuples(
 step_st = st.one_of(
     st.tuples(st.just("start"), session_st),
     st.tuples(st.just("stop"), st.integers(0, 20)),
+    st.tuples(st.just("close"), st.integers(0, 2)),  # Lago invoices a subscription's period
+    st.tuples(st.just("upgrade"), st.integers(0, 2)),  # plan change: terminated + new active row
+    st.just(("reuse",)),  # another deployment's event under the next session's old-style id
     st.tuples(
         st.just("run"),
         st.sampled_from([0.0, 0.3, 0.7]),  # fault rate of every Lago request
@@ -123,6 +140,26 @@ async def _scenario(dsn: str, steps: list, seed: int, example: int) -> None:
                 tx, meter_start, energy = running.pop(step[1] % len(running))
                 async with pool.acquire() as conn:
                     await _stop(conn, tx, meter_start, energy)
+            elif step[0] in ("close", "upgrade"):
+                sub = subs[step[1]]
+                at = T0 + timedelta(hours=next(clock))
+                if step[0] == "close":
+                    fake.close_period(sub, at)
+                else:
+                    fake.upgrade(sub, f"plan_{next(clock)}", period_started_at=at)
+                async with pool.acquire() as conn:  # hours pass: the worker asks Lago again
+                    await conn.execute(
+                        "UPDATE billing.lago_subscriptions SET checked_at = checked_at - interval '7 hours' "
+                        "WHERE external_id = $1", sub)
+            elif step[0] == "reuse":
+                async with pool.acquire() as conn:
+                    upcoming = await conn.fetchval("SELECT COALESCE(max(id), 0) + 1 FROM ocpp.transactions")
+                tid = f"steve_tx_{upcoming}_final"
+                fake.event_rows[(subs[0], tid)] = {
+                    "lago_id": "foreign", "transaction_id": tid, "external_subscription_id": subs[0],
+                    "code": "ev_charging_kwh", "timestamp": T0.timestamp(),
+                    "properties": {"value": 0.001, "charger": "OTHER-DEPLOYMENT"},
+                }
             elif step[0] == "run":
                 _, rate, crash = step
                 fake.random_faults(rate, seed=seed)
@@ -147,10 +184,15 @@ async def _scenario(dsn: str, steps: list, seed: int, example: int) -> None:
                 break
         assert result.status == "succeeded", result.error
 
-        got = fake.wh_by_subscription()
-        assert {s: got.get(s, 0) for s in subs} == expected
-        assert not any(e["external_subscription_id"] not in subs for e in fake.events.values() if
-                       e["properties"].get("charger") == f"PROP-{example}")
+        ours = [e for e in fake.event_rows.values() if e["properties"].get("charger") == f"PROP-{example}"]
+        got = dict.fromkeys(subs, 0)
+        stored = dict.fromkeys(subs, 0)
+        for e in ours:
+            got[e["external_subscription_id"]] += fake.billed_wh(e)
+            stored[e["external_subscription_id"]] += int(round(e["properties"]["value"] * 1000))
+        assert stored == expected  # Lago holds every kWh once...
+        assert got == expected  # ...and bills every one: invoiced before it arrived, or in an open period
+        assert not any(e["external_subscription_id"] not in subs for e in ours)
         async with pool.acquire() as conn:
             ledger = await conn.fetch(
                 "SELECT transaction_id, status, wh FROM billing.usage_events "
@@ -162,10 +204,10 @@ async def _scenario(dsn: str, steps: list, seed: int, example: int) -> None:
                 "WHERE transaction_id = ANY($1::int[]) AND unbillable_code = 'no_customer'",
                 all_tx,
             )
-        mine = {tid for tid, e in fake.events.items() if e["external_subscription_id"] in subs}
+        mine = {e["transaction_id"] for e in ours}
         assert {r["transaction_id"] for r in ledger} == mine  # Lago holds exactly the ledger
         assert all(r["status"] == "sent" for r in ledger)
-        billed_tx = [tx for tx in all_tx if f"steve_tx_{tx}_final" in fake.events]
+        billed_tx = [tx for tx in all_tx if f"steve_tx_{tx}_final" in short({e["transaction_id"]: e for e in ours})]
         assert held == len(all_tx) - len(billed_tx)
     finally:
         await pool.close()

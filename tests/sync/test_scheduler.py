@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 
-from sync_helpers import add_charger, add_customer, add_session, make_client
+from sync_helpers import add_charger, add_customer, add_session, make_client, short
 
 from polaris.db import notify
 from polaris.db.repos import billing
@@ -80,7 +80,7 @@ async def test_sync_now_and_transaction_event_wake_idle_worker(pool, conn, fake_
             )
 
             async def billed() -> bool:
-                return f"steve_tx_{tx}_final" in fake_lago.events
+                return f"steve_tx_{tx}_final" in short(fake_lago.events)
 
             await _until(billed)
             await _until(lambda: asyncio.sleep(0, service.tier == "active"))

@@ -43,6 +43,7 @@ async def billing_view(app: web.Application, user: AuthUser) -> dict[str, Any]:
         "plan": price.plan,
         "price_per_kwh": str(price.per_kwh) if price.per_kwh is not None else None,
         "price_label": price.label,
+        "price_text": price.text,
         "currency": price.currency,
         "invoices": [
             {

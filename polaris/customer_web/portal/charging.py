@@ -36,6 +36,9 @@ class Price:
     per_kwh: Decimal | None
     currency: str | None
     plan: str | None
+    # The price in words when it is not one price per kWh (package, graduated, volume,
+    # percentage with a fixed fee), or "see your plan": rendered by polaris.sync.pricing.
+    text: str | None = None
 
     def format(self, amount: Decimal | float | None) -> str | None:
         if amount is None or self.currency is None:
@@ -63,13 +66,18 @@ async def price_for(conn: asyncpg.Connection, subscription_id: str | None) -> Pr
     row = await get_price_for_subscription(conn, subscription_id)
     if row is None:
         return Price(None, None, None)
+    name = row["name"] or row["code"]
+    if row["price_text"] is not None:
+        # Rendered by the sync worker from the subscription's own plan (all charge models).
+        per_kwh = Decimal(row["price_per_kwh"]) if row["price_per_kwh"] is not None else None
+        return Price(per_kwh, row["currency"], name, None if per_kwh is not None else row["price_text"])
     per_kwh = None
-    if row["unit_amount"] is not None:
+    if row["unit_amount"] is not None and row["charge_model"] == "standard":
         try:
             per_kwh = Decimal(row["unit_amount"])
         except InvalidOperation:
             per_kwh = None
-    return Price(per_kwh, row["currency"], row["name"] or row["code"])
+    return Price(per_kwh, row["currency"], name, None if per_kwh is not None else "see your plan")
 
 
 # ------------------------------------------------------------------ chargers

@@ -82,6 +82,17 @@ async def recent_sync_runs(conn: asyncpg.Connection, limit: int) -> list[asyncpg
     )
 
 
+async def lago_reported_events(conn: asyncpg.Connection) -> asyncpg.Record:
+    """Sessions held because Lago's events.errors webhook said it will not bill their events."""
+    return await conn.fetchrow(
+        """
+        SELECT count(*) AS sessions, min(held_since) AS since, min(unbillable_reason) AS example
+        FROM billing.transaction_sync_state
+        WHERE unbillable_code = 'invalid_event' AND unbillable_reason LIKE 'Lago reported %'
+        """
+    )
+
+
 async def undelivered_mail(conn: asyncpg.Connection) -> asyncpg.Record:
     """The outbox backlog: oldest undelivered mail (waiting or held) and the counts."""
     return await conn.fetchrow(

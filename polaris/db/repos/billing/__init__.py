@@ -20,6 +20,7 @@ from __future__ import annotations
 from polaris.db.repos.billing.cadence import (
     TIERS,
     activity_since,
+    deployment_id,
     ensure_discovery_floor,
     get_cadence_state,
     request_sync_now,
@@ -34,13 +35,18 @@ from polaris.db.repos.billing.catalogue import (
     plans_to_fetch,
     save_lago_plan,
     save_lago_subscription,
+    save_subscription_price,
     subscriptions_to_check,
+    subscriptions_to_price,
 )
 from polaris.db.repos.billing.delivery import (
+    count_moved_events,
     count_pending_events,
     fetch_pending_events,
+    hold_reported_events,
     mark_events_invalid,
     mark_events_sent,
+    move_into_open_period,
     note_send_failure,
 )
 from polaris.db.repos.billing.discovery import (
@@ -70,6 +76,7 @@ from polaris.db.repos.billing.operators import (
 )
 from polaris.db.repos.billing.reconciliation import (
     ledger_events,
+    ledger_sent_wh,
     ledger_totals,
 )
 from polaris.db.repos.billing.runs import (
@@ -88,6 +95,8 @@ __all__ = [
     "changed_sync_runs",
     "claim_invoice_email",
     "clear_holds",
+    "deployment_id",
+    "count_moved_events",
     "count_open_transactions",
     "count_pending_events",
     "discover_backfill",
@@ -102,8 +111,10 @@ __all__ = [
     "get_hold",
     "get_lago_subscriptions",
     "get_price_for_subscription",
+    "hold_reported_events",
     "hold_transactions",
     "ledger_events",
+    "ledger_sent_wh",
     "ledger_totals",
     "list_invoices",
     "list_lago_plans",
@@ -112,6 +123,7 @@ __all__ = [
     "list_unknown_subscriptions",
     "mark_events_invalid",
     "mark_events_sent",
+    "move_into_open_period",
     "note_send_failure",
     "plans_to_fetch",
     "record_events",
@@ -120,11 +132,13 @@ __all__ = [
     "save_cadence_state",
     "save_lago_plan",
     "save_lago_subscription",
+    "save_subscription_price",
     "set_cadence_pin",
     "set_energy_override",
     "start_sync_run",
     "store_lago_webhook",
     "subscriptions_to_check",
+    "subscriptions_to_price",
     "unbillable_summary",
     "upsert_invoice",
 ]

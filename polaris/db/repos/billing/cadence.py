@@ -117,3 +117,8 @@ async def activity_since(conn: asyncpg.Connection, since: datetime | None) -> bo
         """,
         since,
     )
+
+
+async def deployment_id(conn: asyncpg.Connection) -> str:
+    """This deployment's id (made by migration 0111; part of every event's transaction_id)."""
+    return await conn.fetchval("SELECT deployment_id FROM billing.deployment WHERE id = 1") or ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,8 @@ async def subscriptions_to_check(
         LEFT JOIN billing.lago_subscriptions s ON s.external_id = x.id
         WHERE s.external_id IS NULL OR NOT s.found
            OR s.checked_at < now() - make_interval(secs => $2)
+           -- pending or terminated: asked again soon (it starts, or the customer moves on)
+           OR (s.status IS DISTINCT FROM 'active' AND s.checked_at < now() - interval '5 minutes')
         """,
         list(set(external_ids)),
         max_age_s,
@@ -25,20 +28,37 @@ async def subscriptions_to_check(
     return [r["id"] for r in rows]
 
 
+def _ts(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 async def save_lago_subscription(
     conn: asyncpg.Connection, external_id: str, subscription: dict[str, Any] | None
 ) -> None:
-    """Cache what Lago said about a subscription (None: Lago answered 404)."""
+    """Cache what Lago said about a subscription (None: Lago answered 404 for every status)."""
     sub = subscription or {}
+    plan = sub.get("plan") if isinstance(sub.get("plan"), dict) else None
     await conn.execute(
         """
         INSERT INTO billing.lago_subscriptions
-            (external_id, found, status, plan_code, external_customer_id, lago_id, checked_at)
-        VALUES ($1, $2, $3, $4, $5, $6, now())
+            (external_id, found, status, plan_code, external_customer_id, lago_id, checked_at,
+             current_period_started_at, started_at, plan, current_period_ending_at)
+        VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10)
         ON CONFLICT (external_id) DO UPDATE SET
             found = EXCLUDED.found, status = EXCLUDED.status, plan_code = EXCLUDED.plan_code,
             external_customer_id = EXCLUDED.external_customer_id, lago_id = EXCLUDED.lago_id,
-            checked_at = now()
+            checked_at = now(), current_period_started_at = EXCLUDED.current_period_started_at,
+            current_period_ending_at = EXCLUDED.current_period_ending_at,
+            started_at = EXCLUDED.started_at,
+            -- a listing carries no plan: keep the one a look-up brought
+            plan = COALESCE(EXCLUDED.plan, CASE WHEN billing.lago_subscriptions.plan_code
+                                                     IS NOT DISTINCT FROM EXCLUDED.plan_code
+                                                THEN billing.lago_subscriptions.plan END)
         """,
         external_id,
         subscription is not None,
@@ -46,6 +66,10 @@ async def save_lago_subscription(
         sub.get("plan_code"),
         sub.get("external_customer_id"),
         sub.get("lago_id"),
+        _ts(sub.get("current_billing_period_started_at")),
+        _ts(sub.get("started_at")),
+        plan,
+        _ts(sub.get("current_billing_period_ending_at")),
     )
 
 
@@ -53,7 +77,8 @@ async def get_lago_subscriptions(
     conn: asyncpg.Connection, external_ids: Sequence[str]
 ) -> dict[str, asyncpg.Record]:
     rows = await conn.fetch(
-        "SELECT external_id, found, status, plan_code, external_customer_id, checked_at "
+        "SELECT external_id, found, status, plan_code, external_customer_id, checked_at, "
+        "current_period_started_at, started_at, plan "
         "FROM billing.lago_subscriptions WHERE external_id = ANY($1::text[])",
         list(set(external_ids)),
     )
@@ -130,12 +155,41 @@ async def list_lago_plans(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def get_price_for_subscription(
     conn: asyncpg.Connection, external_subscription_id: str
 ) -> asyncpg.Record | None:
-    """The cached plan and per-kWh price of a subscription (portal)."""
+    """The cached plan and price of a subscription (portal): render it with polaris.sync.pricing."""
     return await conn.fetchrow(
         """
-        SELECT p.code, p.name, p.currency, p.charge_model, p.unit_amount, p.fetched_at
-        FROM billing.lago_subscriptions s JOIN billing.lago_plans p ON p.code = s.plan_code
-        WHERE s.external_id = $1
+        SELECT s.plan_code AS code, COALESCE(s.plan->>'name', p.name) AS name,
+               COALESCE(s.plan->>'amount_currency', p.currency) AS currency,
+               p.charge_model, p.unit_amount, p.charge_properties, p.fetched_at,
+               -- the subscription's own plan (with its overrides), when a look-up brought it
+               s.plan AS subscription_plan, p.code IS NOT NULL AS plan_cached,
+               s.price_per_kwh, s.price_text, s.price_model
+        FROM billing.lago_subscriptions s LEFT JOIN billing.lago_plans p ON p.code = s.plan_code
+        WHERE s.external_id = $1 AND (s.plan IS NOT NULL OR p.code IS NOT NULL)
         """,
         external_subscription_id,
+    )
+
+
+async def subscriptions_to_price(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every found subscription with its own plan and the cached plan by code, to price."""
+    return await conn.fetch(
+        """
+        SELECT s.external_id, s.plan AS subscription_plan, p.currency, p.charge_model, p.charge_properties
+        FROM billing.lago_subscriptions s LEFT JOIN billing.lago_plans p ON p.code = s.plan_code
+        WHERE s.found
+        """
+    )
+
+
+async def save_subscription_price(
+    conn: asyncpg.Connection, external_id: str, *, per_kwh: Any, text: str, model: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE billing.lago_subscriptions SET price_per_kwh = $2, price_text = $3, price_model = $4 "
+        "WHERE external_id = $1",
+        external_id,
+        per_kwh,
+        text,
+        model,
     )

@@ -10,14 +10,23 @@ import asyncpg
 async def fetch_pending_events(
     conn: asyncpg.Connection, *, limit: int, after_seq: int = 0
 ) -> list[asyncpg.Record]:
-    """Events written but not yet accepted by Lago, in the order they were written."""
+    """Events written but not yet accepted by Lago, in the order they were written.
+
+    `open_from`: where the subscription's open billing period starts as far as we know
+    (NULL: not known); an event timed before it would land in an invoiced period.
+    """
     return await conn.fetch(
         """
-        SELECT seq, transaction_id, ocpp_transaction_id, kind, external_subscription_id, code,
-               event_timestamp, wh, properties
-        FROM billing.usage_events
-        WHERE status = 'pending' AND seq > $2
-        ORDER BY seq
+        SELECT e.seq, e.transaction_id, e.ocpp_transaction_id, e.kind, e.external_subscription_id,
+               e.code, e.event_timestamp, e.wh, e.properties,
+               CASE WHEN s.current_period_ending_at IS NOT NULL AND s.current_period_ending_at <= now()
+                    THEN s.current_period_ending_at  -- that period ended since we asked: the next is open
+                    ELSE s.current_period_started_at END AS open_from
+        FROM billing.usage_events e
+        LEFT JOIN billing.lago_subscriptions s
+               ON s.external_id = e.external_subscription_id AND s.status = 'active'
+        WHERE e.status = 'pending' AND e.seq > $2
+        ORDER BY e.seq
         LIMIT $1
         """,
         limit,
@@ -116,4 +125,63 @@ async def note_send_failure(conn: asyncpg.Connection, transaction_ids: Sequence[
         """,
         list(transaction_ids),
         error[:500],
+    )
+
+
+async def move_into_open_period(
+    conn: asyncpg.Connection, moves: Sequence[tuple[str, object, dict]]
+) -> None:
+    """Events re-timed into the open billing period before they are sent: (id, timestamp,
+    properties with the session's real time)."""
+    await conn.executemany(
+        "UPDATE billing.usage_events SET event_timestamp = $2, properties = $3 "
+        "WHERE transaction_id = $1 AND status = 'pending'",
+        moves,
+    )
+
+
+async def count_moved_events(conn: asyncpg.Connection) -> tuple[int, int]:
+    """(events, Wh) sent into a later open period than the session's own (late usage)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, COALESCE(sum(wh), 0)::bigint AS wh FROM billing.usage_events "
+        "WHERE properties ? 'occurred_at'"
+    )
+    return row["n"], row["wh"]
+
+
+async def hold_reported_events(
+    conn: asyncpg.Connection, reported: dict[str, list[str]]
+) -> list[asyncpg.Record]:
+    """Lago's `events.errors` webhook: events it stored but will not bill, by error.
+
+    Each named event is marked invalid with Lago's error and its session held, so an
+    operator sees it (and retries it once the metric is fixed in Lago). Returns the held
+    sessions (ocpp_transaction_id, transaction_id, error); ids we never sent are ignored.
+    """
+    pairs = [(tid, error) for error, tids in reported.items() for tid in tids if isinstance(tid, str)]
+    if not pairs:
+        return []
+    return await conn.fetch(
+        """
+        WITH x AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x(tid, error)),
+        upd AS (
+            UPDATE billing.usage_events e
+            SET status = 'invalid',
+                last_error = 'Lago reported ' || x.error || ' (events.errors webhook): stored, not billed'
+            FROM x WHERE e.transaction_id = x.tid AND e.status IN ('sent', 'pending')
+            RETURNING e.ocpp_transaction_id, e.transaction_id, x.error
+        ), st AS (
+            UPDATE billing.transaction_sync_state s
+            SET unbillable_code = 'invalid_event',
+                unbillable_reason = 'Lago reported ' || upd.error || ' for event ' || upd.transaction_id
+                    || ' (events.errors): it stored the event but will not bill it; fix the billable '
+                    || 'metric in Lago, then retry the session',
+                held_since = now(), updated_at = now()
+            FROM upd WHERE s.transaction_id = upd.ocpp_transaction_id
+            RETURNING 1
+        )
+        SELECT ocpp_transaction_id, transaction_id, error FROM upd ORDER BY ocpp_transaction_id
+        """,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
     )

@@ -32,14 +32,48 @@ async def store_lago_webhook(
     return bool(inserted)
 
 
+def _ts(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def merge_invoice(stored: dict[str, Any] | None, incoming: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """What we know of an invoice after a webhook: (merged payload, whether it was stale).
+
+    A partial payload (`invoice.payment_status_updated` may carry only a few fields) changes
+    only the fields it carries; a delivery whose `updated_at` is older than the stored one
+    (Lago's retries and parallel jobs arrive out of order) only fills fields we lack.
+    """
+    if not stored:
+        return dict(incoming), False
+    old, new = _ts(stored.get("updated_at")), _ts(incoming.get("updated_at"))
+    if old is not None and new is not None and new < old:
+        return {**incoming, **stored}, True
+    return {**stored, **incoming}, False
+
+
 async def upsert_invoice(conn: asyncpg.Connection, invoice: dict[str, Any]) -> asyncpg.Record:
-    """Keep Lago's invoice locally, linked to our customer by external ids."""
+    """Keep Lago's invoice locally, linked to our customer by external ids.
+
+    The returned row has `stale`: the delivery was older than what we had (nothing changed).
+    """
+    stored = await conn.fetchval(
+        "SELECT payload FROM app.invoices WHERE lago_id = $1 FOR UPDATE", invoice["lago_id"]
+    )
+    invoice, stale = merge_invoice(stored, invoice)
     customer = invoice.get("customer") or {}
     subscription_ids = [
         s.get("external_id") for s in invoice.get("subscriptions") or [] if s.get("external_id")
     ]
     issuing = invoice.get("issuing_date")
-    issuing_date = datetime.fromisoformat(issuing).date() if isinstance(issuing, str) and issuing else None
+    try:
+        issuing_date = datetime.fromisoformat(issuing).date() if isinstance(issuing, str) and issuing else None
+    except ValueError:
+        issuing_date = None
     return await conn.fetchrow(
         """
         INSERT INTO app.invoices
@@ -54,6 +88,8 @@ async def upsert_invoice(conn: asyncpg.Connection, invoice: dict[str, Any]) -> a
                 $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         ON CONFLICT (lago_id) DO UPDATE SET
             customer_id = COALESCE(EXCLUDED.customer_id, app.invoices.customer_id),
+            lago_customer_external_id = COALESCE(EXCLUDED.lago_customer_external_id,
+                                                 app.invoices.lago_customer_external_id),
             subscription_ids = EXCLUDED.subscription_ids, number = EXCLUDED.number,
             invoice_type = EXCLUDED.invoice_type, status = EXCLUDED.status,
             payment_status = EXCLUDED.payment_status, currency = EXCLUDED.currency,
@@ -61,7 +97,7 @@ async def upsert_invoice(conn: asyncpg.Connection, invoice: dict[str, Any]) -> a
             file_url = COALESCE(EXCLUDED.file_url, app.invoices.file_url),
             payload = EXCLUDED.payload, updated_at = now()
         RETURNING id, lago_id, customer_id, number, status, payment_status, currency,
-                  total_amount_cents, issuing_date, file_url, email_queued_at
+                  total_amount_cents, issuing_date, file_url, email_queued_at, $13::boolean AS stale
         """,
         invoice["lago_id"],
         customer.get("external_id"),
@@ -75,6 +111,7 @@ async def upsert_invoice(conn: asyncpg.Connection, invoice: dict[str, Any]) -> a
         issuing_date,
         invoice.get("file_url"),
         invoice,
+        stale,
     )
 
 

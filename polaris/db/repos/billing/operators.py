@@ -110,6 +110,10 @@ async def billing_overview(conn: asyncpg.Connection) -> asyncpg.Record:
             (SELECT COALESCE(sum(wh), 0) FROM billing.usage_events WHERE status = 'sent') AS billed_wh,
             (SELECT count(*) FROM billing.transaction_sync_state
              WHERE unbillable_code IS NOT NULL AND unbillable_code <> 'test') AS held_transactions,
-            (SELECT max(finished_at) FROM billing.sync_runs WHERE status = 'succeeded') AS last_success_at
+            (SELECT max(finished_at) FROM billing.sync_runs WHERE status = 'succeeded') AS last_success_at,
+            -- late usage sent into a later open billing period than the session's own
+            (SELECT count(*) FROM billing.usage_events WHERE properties ? 'occurred_at') AS late_events,
+            (SELECT COALESCE(sum(wh), 0)::bigint FROM billing.usage_events
+             WHERE properties ? 'occurred_at') AS late_wh
         """
     )

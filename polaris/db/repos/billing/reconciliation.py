@@ -41,3 +41,20 @@ async def ledger_events(
         code,
     )
     return {r["transaction_id"]: (r["wh"], r["status"]) for r in rows}
+
+
+async def ledger_sent_wh(
+    conn: asyncpg.Connection, *, subscription: str, code: str, start: datetime, end: datetime | None
+) -> int:
+    """Wh the ledger says Lago accepted for a subscription, timed in [start, end) (end None: open)."""
+    return await conn.fetchval(
+        """
+        SELECT COALESCE(sum(wh), 0)::bigint FROM billing.usage_events
+        WHERE status = 'sent' AND external_subscription_id = $1 AND code = $2
+          AND event_timestamp >= $3 AND ($4::timestamptz IS NULL OR event_timestamp < $4)
+        """,
+        subscription,
+        code,
+        start,
+        end,
+    )
