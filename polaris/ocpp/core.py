@@ -33,6 +33,9 @@ log = get_logger(__name__)
 HOOK_MAX_SAMPLES = 500  # the web's meter-values hook takes at most this many per request
 _HOOK_FIELDS = ("value", "measurand", "unit", "context", "phase", "location")
 
+# Readings that tell the load-management controller what a car draws.
+_LOAD_MEASURANDS = ("Current.Import", "Power.Active.Import")
+
 SampleGroups = list[tuple[datetime, list[Sample]]]  # readings per timestamp (parsing.samples_from)
 
 
@@ -119,6 +122,8 @@ async def start_transaction(s: Session, *, connector_id: int, id_tag: str, meter
         ):
             info["status"] = "ConcurrentTx"
             await transactions.set_id_tag_status(conn, started.transaction_id, "ConcurrentTx")
+    if info["status"] == "Accepted":
+        s.ctx.load_wake.set()
     log.info("transaction started" if started.created else "transaction start resent",
              charge_box_id=s.id, transaction_id=started.transaction_id, status=info["status"])
     return started.transaction_id, info
@@ -144,6 +149,7 @@ async def stop_transaction(s: Session, *, transaction_id: int, meter_stop: int, 
         info = None
         if id_tag:
             info = tags.tag_info(await id_tags.get_id_tag(conn, id_tag), now)
+    s.ctx.load_wake.set()
     if result.outcome == "already_stopped":
         # A resend after a lost reply: answered again, nothing changes, nothing is kept.
         log.info("duplicate StopTransaction answered", charge_box_id=s.id, transaction_id=transaction_id)
@@ -161,6 +167,8 @@ async def meter_values(s: Session, connector_id: int, transaction_id: int | None
     rows = [sample for _, group in samples for sample in group]
     async with s.ctx.pool.acquire() as conn:
         linked = await readings.insert_meter_values(conn, s.pk, connector_id, transaction_id, rows)
+    if any(r.measurand in _LOAD_MEASURANDS for r in rows):
+        s.ctx.load_wake.set()
     if linked is not None:
         _post_meter_values(s, linked, connector_id, samples)
 
