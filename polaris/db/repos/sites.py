@@ -239,19 +239,14 @@ async def save_site_load(conn: asyncpg.Connection, site_id: int, *, controller: 
     )
 
 
-async def sites_over_limit(conn: asyncpg.Connection, minutes: float) -> list[asyncpg.Record]:
-    """Sites over their limit for longer than `minutes` and not alerted yet for this spell."""
+async def sites_over(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Sites whose cars draw more than the grid limit now (the operator alert's condition)."""
     return await conn.fetch(
         """
         SELECT s.id, s.name, s.limit_amps::float8 AS limit_amps, l.drawn_amps::float8[] AS drawn_amps, l.over_since
         FROM ocpp.site_load l JOIN ocpp.sites s ON s.id = l.site_id
-        WHERE l.over_since IS NOT NULL AND l.alerted_at IS NULL
-          AND l.over_since < now() - make_interval(secs => $1 * 60)
-        """, minutes)
-
-
-async def mark_alerted(conn: asyncpg.Connection, site_id: int) -> None:
-    await conn.execute("UPDATE ocpp.site_load SET alerted_at = now() WHERE site_id = $1", site_id)
+        WHERE l.over_since IS NOT NULL AND s.limit_amps IS NOT NULL
+        """)
 
 
 async def site_view(conn: asyncpg.Connection, name: str) -> dict[str, Any] | None:
