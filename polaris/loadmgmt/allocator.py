@@ -209,3 +209,11 @@ def site_totals(site: Site, demands: Sequence[Demand], amps: Sequence[float]) ->
         for ph in ([p for p in d.phases if p < site.phases] or [0]):
             totals[ph] += a
     return totals
+
+
+def should_send(sent: float | None, target: float, threshold: float) -> bool:
+    """Whether a new limit goes to the charger: always when nothing was sent or the limit drops
+    (a car over its share is the fuse's risk), when it rises by more than `threshold`, or leaves 0."""
+    if sent is None or target < sent - 0.05:
+        return True
+    return target > sent + threshold or (sent == 0 and target > 0)

@@ -45,6 +45,7 @@ from polaris.loadmgmt.allocator import (
     Site,
     allocate,
     floor_tenth,
+    should_send,
 )
 from polaris.logs import get_logger
 from polaris.ocpp.charging_limits import (
@@ -184,10 +185,8 @@ class LoadController:
                          and (_age(r["sent_at"]) >= settings.LOADMGMT_RETRY_SECONDS))
             if d.refused and (answer is not None or not charger["connected"]) and not due_retry:
                 continue  # offered again after LOADMGMT_RETRY_SECONDS: what is set aside for it
-            if sent is None or due_retry or target < sent - DECREASE_EPS:
+            if due_retry or should_send(sent, target, settings.LOADMGMT_THRESHOLD_AMPS):
                 (lower if sent is None or target <= sent else higher).append((d, target, r, charger))
-            elif target > sent + settings.LOADMGMT_THRESHOLD_AMPS or (sent == 0 and target > 0):
-                higher.append((d, target, r, charger))
         refused_now = False
         for batch in (lower, higher):
             answers = await asyncio.gather(*(self._send_tx(d, amps, r, c) for d, amps, r, c in batch))

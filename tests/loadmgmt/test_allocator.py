@@ -175,3 +175,10 @@ def test_a_car_held_under_what_it_can_use_sits_behind_a_full_breaker(scenario):
                 if load >= s.nodes[node].limit_amps - 0.1 * len(demands) - 1e-6:
                     full = True
         assert full, (i, d, a)
+
+
+def test_lowered_limits_always_go_raised_ones_only_past_the_threshold():
+    from polaris.loadmgmt.allocator import should_send
+
+    assert should_send(None, 10, 1.0) and should_send(10, 9.8, 1.0) and should_send(0, 6, 1.0)
+    assert not should_send(10, 10.9, 1.0) and should_send(10, 11.1, 1.0) and not should_send(10, 10, 1.0)
