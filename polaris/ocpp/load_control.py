@@ -115,6 +115,8 @@ class LoadController:
         ctx = self.host.ctx
         async with ctx.pool.acquire() as conn:
             in_use = set(await sites.managed_sites_in_use(conn))
+        if not in_use and not self.held:
+            return  # nothing to manage: no lock connection either
         lock = await self._lock_conn()
         for site_id in sorted(in_use - self.held):
             if await lock.fetchval("SELECT pg_try_advisory_lock($1, $2::int)", LOCK_CLASS, site_id):

@@ -6,7 +6,8 @@
     the version's messages onto core.py;
   - context.py: what a connection may use (handed to it instead of this server);
   - presence.py: last-seen, heartbeat and connection-state buffers, written in batches;
-  - jobs.py + maintenance.py: the maintenance jobs this server runs;
+  - jobs.py + maintenance.py: the maintenance jobs this server runs; load_control.py: site
+    load management (one instance per site), sending limits through charging_limits.py;
   - commands.py + routing.py: commands to chargers, here or through another instance.
 
 Keepalive: a WebSocket ping every 60 s, answered within 30 s, so a half-open connection
