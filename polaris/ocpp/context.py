@@ -63,6 +63,8 @@ class OcppContext:
     # Set when a session starts or stops or meter values show current or power: the
     # load-management controller (load_control.py) recomputes soon.
     load_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The last current (A) or power (W) each (charger pk, connector) reported, to wake only on a change.
+    load_seen: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any]) -> asyncio.Task:
         """Run follow-up work in a task we keep (cancelled at shutdown, never garbage-collected)."""
