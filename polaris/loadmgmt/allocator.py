@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 OCPP_MIN_AMPS = 6.0  # below this a car cannot be signalled to charge (IEC 61851 PWM)
 NOMINAL_VOLTAGE = 230.0
 # A car drawing this much less than its limit does not use the rest: it is offered to others.
-UNUSED_SLACK_AMPS = 2.0
-# What a car that under-draws keeps above its draw, so it can show it wants more.
-HEADROOM_AMPS = 1.0
+UNUSED_SLACK_AMPS = 1.5
+# What a car that under-draws keeps above its draw, so it can show it wants more. More than the
+# slack, so a car held at its own maximum stays "under-drawing" next time (no flip-flopping
+# between two cars each run), and less than a car signalled for more draws below its limit.
+HEADROOM_AMPS = 2.5
 _EPS = 1e-6
 
 POLICIES = ("equal", "first_come")

@@ -40,12 +40,27 @@ def test_the_newest_cars_are_paused_with_a_reason_when_6a_does_not_fit():
 
 
 def test_unused_capacity_goes_to_cars_that_can_use_it():
-    # Car 0 was given 20 A but draws 8 A (tapering): it keeps 9 A, the others share the rest.
+    # Car 0 was given 20 A but draws 8 A (tapering): it keeps 10.5 A, the others share the rest.
     demands = [Demand(0, "site", drawn_amps=8, current_limit=20, order=0),
                Demand(1, "site", drawn_amps=20, current_limit=20, order=1),
                Demand(2, "site", drawn_amps=20, current_limit=20, order=2)]
     amps = [a.amps for a in allocate(site(60), demands)]
-    assert amps == [9.0, 25.5, 25.5]
+    assert amps == [10.5, 24.7, 24.7]
+
+
+def test_a_car_held_at_its_own_maximum_stays_there_instead_of_flip_flopping():
+    # Two cars under 40 A: one takes 15.5 A at most (11 kW), the other 10.6 A (7.4 kW).
+    limits = {1: None, 2: None}
+    caps = {1: 15.5, 2: 10.6}
+    seen = []
+    for _ in range(6):
+        demands = [Demand(k, "site", drawn_amps=None if limits[k] is None else min(caps[k], limits[k]),
+                          current_limit=limits[k], order=k) for k in (1, 2)]
+        out = allocate(site(40), demands)
+        limits = {a.key: a.amps for a in out}
+        seen.append((limits[1], limits[2]))
+    assert seen[-1] == seen[-2] == seen[-3]  # settled
+    assert seen[-1][0] >= 15.5 and seen[-1][1] >= 10.6
 
 
 def test_first_come_fills_earlier_sessions_first_with_everyone_at_least_the_minimum():

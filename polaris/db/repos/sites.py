@@ -199,7 +199,8 @@ async def save_allocation(conn: asyncpg.Connection, *, charge_box_pk: int, conne
                           THEN NULL ELSE ocpp.load_allocations.answer END,
             transaction_id = EXCLUDED.transaction_id
         """,
-        charge_box_pk, connector_id, site_id, transaction_id, limit_amps, phases, paused_reason, drawn_amps,
+        charge_box_pk, connector_id, site_id, transaction_id, round(limit_amps, 1), phases, paused_reason,
+        None if drawn_amps is None else round(drawn_amps, 2),
     )
 
 
@@ -208,7 +209,8 @@ async def save_answer(conn: asyncpg.Connection, charge_box_pk: int, connector_id
     await conn.execute(
         "UPDATE ocpp.load_allocations SET sent_amps = $3, answer = $4, composite_amps = $5, sent_at = now() "
         "WHERE charge_box_pk = $1 AND connector_id = $2",
-        charge_box_pk, connector_id, sent_amps, answer, composite_amps,
+        charge_box_pk, connector_id, None if sent_amps is None else round(sent_amps, 1), answer,
+        None if composite_amps is None else round(composite_amps, 1),
     )
 
 
