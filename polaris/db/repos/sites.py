@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -11,6 +12,11 @@ from polaris.db.errors import NotFound
 SITE_COLUMNS = ("s.id, s.name, s.address, s.limit_amps::float8 AS limit_amps, s.limit_kw::float8 AS limit_kw, "
                 "s.phases, s.margin_amps::float8 AS margin_amps, s.policy, s.updated_at")
 LIMIT_FIELDS = ("limit_amps", "limit_kw", "phases", "margin_amps", "policy")
+
+
+def _num(x: float | None, places: int) -> Decimal | None:
+    """A float as the decimal people read (asyncpg would store 18.1 as 18.10000000000000142...)."""
+    return None if x is None else Decimal(f"{x:.{places}f}")
 
 
 async def get_site(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
@@ -42,7 +48,7 @@ async def set_site_limits(conn: asyncpg.Connection, name: str, changes: dict[str
         "SET address = COALESCE(EXCLUDED.address, ocpp.sites.address)", name, address,
     )
     before = await conn.fetchrow(f"SELECT {SITE_COLUMNS} FROM ocpp.sites s WHERE s.name = $1 FOR UPDATE", name)
-    fields = {k: v for k, v in changes.items() if k in LIMIT_FIELDS}
+    fields = {k: _num(v, 2) if isinstance(v, float) else v for k, v in changes.items() if k in LIMIT_FIELDS}
     if fields:
         sets = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=2))
         await conn.execute(f"UPDATE ocpp.sites SET {sets}, updated_at = now() WHERE name = $1",
@@ -70,7 +76,7 @@ async def set_circuit(conn: asyncpg.Connection, site_name: str, name: str, limit
         ON CONFLICT (site_id, name) DO UPDATE SET limit_amps = EXCLUDED.limit_amps, parent_id = EXCLUDED.parent_id
         RETURNING id, name, limit_amps::float8 AS limit_amps, parent_id
         """,
-        site["id"], name.strip(), limit_amps, parent_id,
+        site["id"], name.strip(), _num(float(limit_amps), 2), parent_id,
     )
     if parent_id is not None and await _has_cycle(conn, row["id"]):
         raise ValueError(f"circuit {name} cannot sit under {parent}: {parent} is under {name}")
@@ -117,7 +123,9 @@ async def set_charger_load(conn: asyncpg.Connection, charge_box_id: str, changes
         await conn.execute("UPDATE ocpp.charge_boxes SET circuit_id = $2 WHERE id = $1", row["id"], circuit_id)
     for key in ("min_amps", "max_amps"):
         if key in changes:
-            await conn.execute(f"UPDATE ocpp.charge_boxes SET {key} = $2 WHERE id = $1", row["id"], changes[key])
+            value = changes[key]
+            await conn.execute(f"UPDATE ocpp.charge_boxes SET {key} = $2 WHERE id = $1", row["id"],
+                               _num(float(value), 2) if value is not None else None)
     after = {**before, **{k: v for k, v in changes.items() if k in before}}
     return before, after
 
@@ -199,8 +207,8 @@ async def save_allocation(conn: asyncpg.Connection, *, charge_box_pk: int, conne
                           THEN NULL ELSE ocpp.load_allocations.answer END,
             transaction_id = EXCLUDED.transaction_id
         """,
-        charge_box_pk, connector_id, site_id, transaction_id, round(limit_amps, 1), phases, paused_reason,
-        None if drawn_amps is None else round(drawn_amps, 2),
+        charge_box_pk, connector_id, site_id, transaction_id, _num(limit_amps, 1), phases, paused_reason,
+        _num(drawn_amps, 2),
     )
 
 
@@ -209,8 +217,7 @@ async def save_answer(conn: asyncpg.Connection, charge_box_pk: int, connector_id
     await conn.execute(
         "UPDATE ocpp.load_allocations SET sent_amps = $3, answer = $4, composite_amps = $5, sent_at = now() "
         "WHERE charge_box_pk = $1 AND connector_id = $2",
-        charge_box_pk, connector_id, None if sent_amps is None else round(sent_amps, 1), answer,
-        None if composite_amps is None else round(composite_amps, 1),
+        charge_box_pk, connector_id, _num(sent_amps, 1), answer, _num(composite_amps, 1),
     )
 
 
@@ -237,7 +244,7 @@ async def save_site_load(conn: asyncpg.Connection, site_id: int, *, controller: 
             alerted_at = CASE WHEN $5 THEN ocpp.site_load.alerted_at END
         RETURNING over_since, alerted_at
         """,
-        site_id, controller, drawn, allocated, over,
+        site_id, controller, [_num(x, 2) for x in drawn], [_num(x, 2) for x in allocated], over,
     )
 
 
