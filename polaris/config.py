@@ -71,6 +71,13 @@ PURPOSE: dict[str, str] = {
     "OCPP_UNKNOWN_ID_CACHE_SECONDS": "how long an unknown charge box id is answered 404 without a database look-up",
     "OCPP_MAX_CONNECTIONS_PER_ADDRESS": "open charger connections allowed from one client address",
     "OCPP_MAX_MESSAGES_PER_SECOND": "messages per second one charger may send (bursts of 5 seconds' worth); over it: CALLERROR",
+    # site load management (docs/load-management.md)
+    "LOADMGMT_ENABLED": "run the site load-management controller in the OCPP server (sites with a grid limit)",
+    "LOADMGMT_INTERVAL_SECONDS": "seconds between the controller's periodic recomputations (it also runs on session start/stop and meter values)",
+    "LOADMGMT_SETTLE_SECONDS": "seconds the controller waits after a session or meter-value change, so a burst is handled in one run",
+    "LOADMGMT_THRESHOLD_AMPS": "a raised limit is sent only when it grows by more than this (A); lowered limits are always sent",
+    "LOADMGMT_FAILSAFE_LEASE_SECONDS": "a charger that hears nothing from the controller for this long falls back to its safe share of the site (ChargePointMaxProfile)",
+    "LOADMGMT_RETRY_SECONDS": "seconds before a profile a charger refused is offered again",
     "SYNC_ON_STARTUP": "run a billing sync as soon as the sync worker starts (default false, as in the original)",
     "SYNC_LOOKBACK_MINUTES": "how far back every billing sync pass looks for sessions it has not seen (older ones: `polaris sync backfill`)",
     "SYNC_DORMANT_THRESHOLD_DAYS": "days without activity before the sync cadence goes Dormant",
@@ -82,6 +89,7 @@ PURPOSE: dict[str, str] = {
     "ALERT_OUTBOX_STUCK_MINUTES": "minutes the oldest undelivered email may wait before operators are alerted (also `polaris health`'s backlog warning)",
     "ALERT_UNBILLABLE_SESSIONS": "sessions held back from billing (no customer, no subscription, an anomaly) before `polaris health` warns",
     "ALERT_UNSENT_USAGE_MINUTES": "minutes a usage event may wait for delivery to Lago before `polaris health` warns",
+    "ALERT_SITE_OVER_LIMIT_MINUTES": "minutes a site may draw over its grid limit (a charger ignoring its profile) before operators are alerted",
     "SSE_TRANSPORT": "how live events reach web instances: memory (one instance; the default, as in the original) or postgres (several)",
     "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR (the original's DEBUG_LEVEL is read too; WARN means WARNING)",
     "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
@@ -217,6 +225,13 @@ class Settings(BaseSettings):
     OCPP_UNKNOWN_ID_CACHE_SECONDS: float = Field(60.0, ge=0)
     OCPP_MAX_CONNECTIONS_PER_ADDRESS: int = Field(256, ge=1)
     OCPP_MAX_MESSAGES_PER_SECOND: float = Field(10.0, gt=0)
+    # site load management
+    LOADMGMT_ENABLED: bool = True
+    LOADMGMT_INTERVAL_SECONDS: float = Field(30.0, gt=0)
+    LOADMGMT_SETTLE_SECONDS: float = Field(1.0, ge=0)
+    LOADMGMT_THRESHOLD_AMPS: float = Field(1.0, ge=0)
+    LOADMGMT_FAILSAFE_LEASE_SECONDS: int = Field(900, ge=10)
+    LOADMGMT_RETRY_SECONDS: float = Field(60.0, gt=0)
 
     SYNC_ON_STARTUP: bool = False  # the original's default; deploy/.env.example turns it on
     SYNC_LOOKBACK_MINUTES: int = Field(1440, ge=1)
@@ -226,6 +241,7 @@ class Settings(BaseSettings):
 
     ALERT_EMAILS: str = ""
     ALERT_CHARGER_OFFLINE_MINUTES: int = Field(15, ge=1)
+    ALERT_SITE_OVER_LIMIT_MINUTES: float = Field(1.0, gt=0)
     ALERT_SYNC_FAILURES: int = Field(3, ge=1)
     ALERT_OUTBOX_STUCK_MINUTES: int = Field(30, ge=1)
     ALERT_UNBILLABLE_SESSIONS: int = Field(10, ge=0)

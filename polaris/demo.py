@@ -77,3 +77,22 @@ async def seed(conn: asyncpg.Connection) -> DemoCredentials:
             await customers.add_customer(conn, email, name=name, lago_subscription_id=sub)
             await id_tags.add_id_tag(conn, tag, customer_email=email, label="Demo card")
     return creds
+
+
+DEMO_SITE = "Demo depot"
+DEMO_SITE_LIMIT_AMPS = 40.0  # under the three chargers' 3 x 32 A: load management has work to do
+
+
+async def ensure_site_limit(conn: asyncpg.Connection) -> bool:
+    """The demo site gets its grid limit (40 A per phase, 3 phases) unless it has one; True when set now.
+
+    Run at every `polaris up`, so a demo seeded before load management existed shows it too.
+    """
+    from polaris.db.repos import sites  # only `polaris up` needs it
+
+    site = await sites.get_site(conn, DEMO_SITE)
+    if site is None or site["limit_amps"] is not None or site["limit_kw"] is not None:
+        return False
+    await sites.set_site_limits(conn, DEMO_SITE, {"limit_amps": DEMO_SITE_LIMIT_AMPS, "phases": 3})
+    return True
+

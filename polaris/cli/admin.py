@@ -101,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--description")
     p.add_argument("--site", help="site name (created if new)")
     p.add_argument("--address", help="site address")
+    p.add_argument("--circuit", help="the site's circuit (breaker) the chargers hang off")
+    p.add_argument("--min-amps", type=float, help="the chargers' lowest current per phase (load management)")
+    p.add_argument("--max-amps", type=float, help="the chargers' highest current per phase (default 32)")
     p.set_defaults(func=charger_add)
     p = charger.add_parser("set-password", help="change a charger's key")
     p.add_argument("charge_box_id", metavar="CHARGE_BOX_ID")
@@ -109,6 +112,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = charger.add_parser("list", help="list chargers")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=charger_list)
+
+    # sites (load management)
+    site = groups.add_parser("site", help="sites and their grid limit (load management)").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = site.add_parser("set", help="create a site or set its grid limit")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--limit-amps", type=float, help="the grid connection's limit per phase (A)")
+    p.add_argument("--limit-kw", type=float, help="a limit on total power (kW)")
+    p.add_argument("--phases", type=int, choices=[1, 3])
+    p.add_argument("--margin-amps", type=float, help="kept free under the limit (A per phase)")
+    p.add_argument("--policy", choices=["equal", "first_come"],
+                   help="equal: every car the same share; first_come: earlier sessions first, all at least 6 A")
+    p.add_argument("--address")
+    p.set_defaults(func=site_set)
+    p = site.add_parser("circuit", help="create or change a circuit (one breaker over some chargers)")
+    p.add_argument("name", metavar="SITE")
+    p.add_argument("circuit", metavar="CIRCUIT")
+    p.add_argument("--limit-amps", type=float, required=True)
+    p.add_argument("--parent", help="the circuit it sits under (default: the site)")
+    p.set_defaults(func=site_circuit)
+    p = site.add_parser("list", help="list sites with their limits and live load")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=site_list)
 
     # The QR code and invite commands join the charger and customer groups above.
     admin_qr.register_admin(groups)
@@ -258,6 +285,44 @@ def charger_add(args: argparse.Namespace) -> int:
     )
     for r in rows:
         print(f"added charger {r['charge_box_id']} (public id {r['public_id']}, security profile {profile})")
+    load = {k: v for k, v in (("circuit", args.circuit), ("min_amps", args.min_amps), ("max_amps", args.max_amps))
+            if v is not None}
+    if load:
+        for r in rows:
+            run_action(args.settings, lambda conn, cid=r["charge_box_id"]: actions.set_charger_load(
+                conn, actions.Actor.shell(), cid, load))
+    return 0
+
+
+def site_set(args: argparse.Namespace) -> int:
+    from polaris.services.admin import actions
+
+    changes = {k: v for k in ("limit_amps", "limit_kw", "phases", "margin_amps", "policy")
+               if (v := getattr(args, k)) is not None}
+    after = run_action(args.settings, lambda conn: actions.set_site(
+        conn, actions.Actor.shell(), args.name, changes, address=args.address))
+    limit = f"{after['limit_amps']:g} A per phase" if after["limit_amps"] is not None else "no amp limit"
+    kw = f", {after['limit_kw']:g} kW" if after["limit_kw"] is not None else ""
+    print(f"site {after['name']}: {limit}{kw}, {after['phases']} phase(s), margin {after['margin_amps']:g} A, "
+          f"policy {after['policy']}")
+    return 0
+
+
+def site_circuit(args: argparse.Namespace) -> int:
+    from polaris.services.admin import actions
+
+    run_action(args.settings, lambda conn: actions.set_circuit(
+        conn, actions.Actor.shell(), args.name, args.circuit, args.limit_amps, parent=args.parent))
+    print(f"circuit {args.circuit} at site {args.name}: {args.limit_amps:g} A per phase")
+    return 0
+
+
+def site_list(args: argparse.Namespace) -> int:
+    from polaris.db.repos import sites
+
+    rows = run_with_connection(args.settings, sites.list_sites)
+    print_rows(rows, ["name", "limit_amps", "limit_kw", "phases", "margin_amps", "policy", "chargers",
+                      "drawn_amps", "over_since"], as_json=args.json)
     return 0
 
 

@@ -129,8 +129,12 @@ def prepare_database(url: str, data_dir: Path) -> demo.DemoCredentials | None:
                 creds = await demo.seed(conn)
                 creds.save(creds_path)
                 print(f"seeded demo data (credentials saved in {creds_path})", file=sys.stderr)
-                return creds
-            return demo.DemoCredentials.load(creds_path)
+            else:
+                creds = demo.DemoCredentials.load(creds_path)
+            if await demo.ensure_site_limit(conn):
+                print(f"demo site {demo.DEMO_SITE!r}: grid limit {demo.DEMO_SITE_LIMIT_AMPS:g} A per phase "
+                      "(load management shares it between the cars)", file=sys.stderr)
+            return creds
         finally:
             await conn.close()
 
@@ -287,6 +291,8 @@ def _print_banner(settings: Settings, url: str, creds: demo.DemoCredentials | No
             f"  demo chargers: {', '.join(demo.charger_ids(creds.charger_prefix, creds.charger_count))} "
             f"(password {creds.charger_password})"
         )
+        lines.append(f"  load management: site {demo.DEMO_SITE!r} limited to {demo.DEMO_SITE_LIMIT_AMPS:g} A per phase "
+                     f"(`polaris admin site list`; console: Sites)")
     lines.append(
         f"  demo customers: {', '.join(c[0] for c in demo.CUSTOMERS)} "
         "(sign in by magic link: `polaris admin outbox` shows the links)"

@@ -103,6 +103,8 @@ EN: dict[str, str] = {
     "reason_Other": "Other reason",
     "session_state_running": "Charging session running",
     "session_state_finished": "Finished",
+    "site_limited": "Limited to {kw} kW by the site (it shares its grid connection with other cars)",
+    "site_paused": "Paused by the site: other cars use its grid connection; charging resumes when there is room",
     # live session
     "session_title": "Session {id}",
     "energy": "Energy",

@@ -60,6 +60,11 @@ class OcppContext:
     response_timeout: float  # how long a command waits for a charger's answer
     tasks: TaskSet = field(default_factory=TaskSet)
     data_transfer_handlers: dict[str, DataTransferHandler] = field(default_factory=dict)
+    # Set when a session starts or stops or meter values show current or power: the
+    # load-management controller (load_control.py) recomputes soon.
+    load_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The last current (A) or power (W) each (charger pk, connector) reported, to wake only on a change.
+    load_seen: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any]) -> asyncio.Task:
         """Run follow-up work in a task we keep (cancelled at shutdown, never garbage-collected)."""

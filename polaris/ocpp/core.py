@@ -33,6 +33,9 @@ log = get_logger(__name__)
 HOOK_MAX_SAMPLES = 500  # the web's meter-values hook takes at most this many per request
 _HOOK_FIELDS = ("value", "measurand", "unit", "context", "phase", "location")
 
+# A change in a car's draw that makes the load-management controller recompute at once.
+LOAD_CHANGE_AMPS = 1.0
+
 SampleGroups = list[tuple[datetime, list[Sample]]]  # readings per timestamp (parsing.samples_from)
 
 
@@ -126,6 +129,8 @@ async def start_transaction(s: Session, *, connector_id: int, id_tag: str, meter
         ):
             info["status"] = "ConcurrentTx"
             await transactions.set_id_tag_status(conn, started.transaction_id, "ConcurrentTx")
+    if info["status"] == "Accepted":
+        s.ctx.load_wake.set()
     log.info("transaction started" if started.created else "transaction start resent",
              charge_box_id=s.id, transaction_id=started.transaction_id, status=info["status"])
     return started.transaction_id, info
@@ -151,6 +156,8 @@ async def stop_transaction(s: Session, *, transaction_id: int, meter_stop: int, 
         info = None
         if id_tag:
             info = tags.tag_info(await id_tags.get_id_tag(conn, id_tag), now)
+    s.ctx.load_wake.set()
+    s.ctx.load_seen.pop((s.pk, result.connector_id or 0), None)
     if result.outcome == "already_stopped":
         # A resend after a lost reply: answered again, nothing changes, nothing is kept.
         log.info("duplicate StopTransaction answered", charge_box_id=s.id, transaction_id=transaction_id)
@@ -168,6 +175,7 @@ async def meter_values(s: Session, connector_id: int, transaction_id: int | None
     rows = [sample for _, group in samples for sample in group]
     async with s.ctx.pool.acquire() as conn:
         linked = await readings.insert_meter_values(conn, s.pk, connector_id, transaction_id, rows)
+    _note_draw(s, connector_id, rows)
     if linked is not None:
         _post_meter_values(s, linked, connector_id, samples)
 
@@ -202,6 +210,21 @@ async def _apply_override(s: Session, info: dict, id_tag: str, connector_id: int
     override = await s.ctx.hooks.pre_authorize(id_tag, s.id, connector_id, is_start_tx)
     if override == "BLOCKED" and info["status"] in ("Accepted", "ConcurrentTx"):
         info["status"] = "Blocked"
+
+
+def _note_draw(s: Session, connector_id: int, rows: list[Sample]) -> None:
+    """Wake the load-management controller when a connector's current or power changed noticeably."""
+    amps = [r.value_num for r in rows if r.measurand == "Current.Import" and r.value_num is not None]
+    watts = [r.value_num for r in rows if r.measurand == "Power.Active.Import" and r.value_num is not None]
+    if not amps and not watts:
+        return
+    # Compare like with like: the highest phase current, else power as amps at 3 x 230 V.
+    now = max(amps) if amps else max(watts) / 690.0
+    key = (s.pk, connector_id)
+    before = s.ctx.load_seen.get(key)
+    s.ctx.load_seen[key] = now
+    if before is None or abs(now - before) >= LOAD_CHANGE_AMPS:
+        s.ctx.load_wake.set()
 
 
 def _post_meter_values(s: Session, transaction_pk: int, connector_id: int, samples: SampleGroups) -> None:

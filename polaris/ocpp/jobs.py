@@ -5,9 +5,9 @@ its `wake` event (after `settle` seconds, so a burst of changes is handled in on
 both. The server's `JobRunner` starts one task per job and cancels them at shutdown. A
 run that fails is logged and the job carries on; a database outage only skips the run.
 
-Jobs today: the presence buffers' flush and connection-state batches (presence.py) and
-the stuck-transaction check (maintenance.py). A site load-management controller is meant
-to be another such job, woken on session start/stop and on meter values.
+Jobs today: the presence buffers' flush and connection-state batches (presence.py),
+the stuck-transaction check (maintenance.py), and the site load-management controller
+(load_control.py), woken on session start/stop and on meter values.
 """
 
 from __future__ import annotations

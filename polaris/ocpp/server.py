@@ -6,7 +6,8 @@
     the version's messages onto core.py;
   - context.py: what a connection may use (handed to it instead of this server);
   - presence.py: last-seen, heartbeat and connection-state buffers, written in batches;
-  - jobs.py + maintenance.py: the maintenance jobs this server runs;
+  - jobs.py + maintenance.py: the maintenance jobs this server runs; load_control.py: site
+    load management (one instance per site), sending limits through charging_limits.py;
   - commands.py + routing.py: commands to chargers, here or through another instance.
 
 Keepalive: a WebSocket ping every 60 s, answered within 30 s, so a half-open connection
@@ -34,6 +35,7 @@ from polaris.ocpp.errors import DB_UNAVAILABLE
 from polaris.ocpp.hooks import Hooks
 from polaris.ocpp.jobs import JobRunner
 from polaris.ocpp.journal import Journal
+from polaris.ocpp.load_control import LoadController
 from polaris.ocpp.metrics import OcppMetrics
 from polaris.ocpp.presence import Presence
 from polaris.ocpp.routing import CommandRouter
@@ -88,6 +90,11 @@ class OcppServer:
         self.jobs = JobRunner()
         for job in [*self.ctx.presence.jobs(), *self.ctx.journal.jobs(), maintenance.stuck_transactions(self.ctx)]:
             self.jobs.add(job)
+        # Site load management (a job; one instance holds each site: load_control.py).
+        self.load_control: LoadController | None = None
+        if settings.LOADMGMT_ENABLED:
+            self.load_control = LoadController(self)
+            self.jobs.add(self.load_control.job())
         # Commands for chargers held by other instances (None: this instance serves only its own).
         self.router: CommandRouter | None = CommandRouter(self) if route_commands else None
         self._ws_server: Server | None = None
@@ -171,6 +178,8 @@ class OcppServer:
             self._ws_server.close(close_connections=True)
             await self._ws_server.wait_closed()
         await self.jobs.close()
+        if self.load_control is not None:
+            await self.load_control.close()
         await self.ctx.tasks.cancel()
         if self.router is not None:
             await self.router.close()

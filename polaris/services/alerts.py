@@ -16,6 +16,9 @@ Conditions (ALERT_* settings in polaris/config.py; docs/monitoring.md for operat
 - sync_failing: the last ALERT_SYNC_FAILURES finished sync runs all failed. Clears at the
   next run that is not `failed`: `partial` counts as working, since it reached Lago and
   what it could not bill is held and shown by `polaris sync status`.
+- site_over_limit: a site's cars draw more than its grid limit (the load-management
+  controller's measured totals, ocpp.site_load) for longer than
+  ALERT_SITE_OVER_LIMIT_MINUTES: a charger is ignoring its profile. Clears when under.
 - outbox_stuck: the oldest undelivered mail (waiting or held) is older than
   ALERT_OUTBOX_STUCK_MINUTES. Only with CF_EMAIL_WORKER_URL set: without it mail stays in
   the outbox by design. The alert's own mail waits in that outbox too; the log line is
@@ -37,7 +40,7 @@ import asyncpg
 from aiohttp import web
 
 from polaris.config import Settings
-from polaris.db.repos import operator_alerts
+from polaris.db.repos import operator_alerts, sites
 from polaris.logs import get_logger
 from polaris.services.appkeys import PG_POOL, SETTINGS
 from polaris.services.email import send_mail
@@ -113,6 +116,14 @@ async def detect(conn: asyncpg.Connection, settings: Settings, now: datetime) ->
             )
         )
 
+    site_limit = now - timedelta(minutes=settings.ALERT_SITE_OVER_LIMIT_MINUTES)
+    for r in await sites.sites_over(conn):
+        drawn = ", ".join(f"L{i + 1} {a:.1f} A" for i, a in enumerate(r["drawn_amps"] or []))
+        found.append(Condition(
+            "site_over_limit", r["name"], r["over_since"], r["over_since"] <= site_limit,
+            f"over its {r['limit_amps']:g} A grid limit since {_iso(r['over_since'])}: {drawn} "
+            "(a charger is not following its charging profile)",
+        ))
     reported = await operator_alerts.lago_reported_events(conn)
     if reported["sessions"]:
         found.append(
@@ -246,6 +257,8 @@ def compose(row: asyncpg.Record, now: datetime) -> tuple[str, str]:
             "sync_failing": (f"Billing sync working again (failing {lasted})",
                              f"A billing sync run finished without failing ({at}); runs had failed since {since}, for {lasted}. "
                              "Sessions held back meanwhile are sent by this and the next runs."),
+            "site_over_limit": (f"Site {subject} back under its grid limit (over {lasted})",
+                                f"Site {subject} draws under its grid limit again ({at}); it was over from {since} for {lasted}."),
             "outbox_stuck": (f"Email outbox moving again (stuck {lasted})",
                              f"No email has waited longer than the threshold since {at}; the outbox was stuck from {since} for {lasted}."),
         }.get(kind, (f"{kind} {subject} cleared after {lasted}", f"{kind} {subject}: cleared {at}, after {lasted}."))
@@ -270,6 +283,13 @@ def compose(row: asyncpg.Record, now: datetime) -> tuple[str, str]:
             f"Billing sync is failing: {detail}. Sessions are kept and sent to Lago by the next run that works.",
             "Check LAGO_API_URL, LAGO_API_KEY and Lago's own status; `polaris sync status` shows the runs, "
             "`polaris sync --once` tries again now.",
+        ),
+        "site_over_limit": (
+            f"Site {subject} over its grid limit since {since} ({age})",
+            f"Site {subject} is {detail}.",
+            "Open the site in the console (`polaris tui`, Sites) to see which charger draws more than its "
+            "allocation; its answers to SetChargingProfile are in its OCPP messages. Stop or limit that "
+            "charger's session, or lower the site's limit until it is fixed.",
         ),
         "lago_not_billing": (
             f"Lago stored usage it will not bill ({age})",

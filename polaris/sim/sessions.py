@@ -141,6 +141,7 @@ class SessionRunner:
         c.meter_wh += s.vehicle.charge(s.power_w, seconds)
 
     async def _finish(self, c: Connector, s: Session) -> None:
+        self._smart_charging.end_transaction(c.connector_id)
         meter_stop = int(c.meter_wh)
         end_sample = c.energy_sample(Context.END)
         reason = s.stop_reason or StopReason.LOCAL

@@ -88,13 +88,27 @@ class ChargingProfiles:
         return len(doomed)
 
     def limit_w(self, connector_id: int) -> float:
-        """What a connector may draw now (W): the charger's maximum, lowered by the profiles on it
-        and on connector 0. For connector 0 itself, every installed profile counts."""
+        """What a connector may draw now (W), as OCPP 1.6 section 3.13 composes it: the connector's
+        TxProfile when it has one, else its TxDefaultProfile (its own, or connector 0's), capped by
+        the charger's maximum and every ChargePointMaxProfile. For connector 0, every profile counts."""
         limit = self.max_power_w
-        for (cid, _pid), profile in self.installed.items():
-            if connector_id == 0 or cid in (0, connector_id):
+        if connector_id == 0:
+            for profile in self.installed.values():
                 limit = min(limit, profile.limit_w())
+            return limit
+        for profile in self.installed.values():
+            if profile.purpose == ProfilePurpose.STATION_MAX:
+                limit = min(limit, profile.limit_w())
+        for purpose, cid_wanted in ((ProfilePurpose.TX, connector_id), (ProfilePurpose.TX_DEFAULT, connector_id),
+                                    (ProfilePurpose.TX_DEFAULT, 0)):
+            found = [p for (cid, _pid), p in self.installed.items() if p.purpose == purpose and cid == cid_wanted]
+            if found:  # the highest stack level of the first purpose found is the one in force
+                return min(limit, max(found, key=lambda p: p.stack_level).limit_w())
         return limit
+
+    def end_transaction(self, connector_id: int) -> None:
+        """A TxProfile lives as long as its transaction (1.6: deleted when it ends)."""
+        self.clear(connector_id=connector_id, purpose=ProfilePurpose.TX)
 
     def limit(self, connector_id: int, unit: str) -> float:
         """`limit_w` in `unit`: W, or A per phase at the nominal voltage."""

@@ -280,6 +280,15 @@ class AdminClient:
         return self.parse_list(m.HealthCheck, await self.request("GET", "/health"))
 
 
+    async def sites(self) -> list[m.Site]:
+        """Sites with their grid limit and live load per phase."""
+        return self.parse_list(m.Site, await self.request("GET", "/sites"))
+
+    async def site(self, name: str) -> m.SiteDetail:
+        """One site: limits, live totals and each session's allocation and draw."""
+        return self.parse(m.SiteDetail, await self.request("GET", f"/sites/{quote(name)}"))
+
+
 def quote(segment: str) -> str:
     """One path segment, percent-encoded (charge box ids may hold `:`, `*`, `|`...)."""
     return urllib.parse.quote(segment, safe="")

@@ -30,6 +30,7 @@ from polaris.tui.screens.dashboard import DashboardScreen
 from polaris.tui.screens.health import HealthScreen
 from polaris.tui.screens.login import LoginScreen
 from polaris.tui.screens.sessions import SessionsScreen
+from polaris.tui.screens.sites import SitesScreen
 from polaris.tui.screens.sync import SyncScreen
 from polaris.tui.screens.unreachable import UnreachableScreen
 
@@ -86,6 +87,7 @@ class PolarisApp(App):
         "sync": SyncScreen,
         "audit": AuditScreen,
         "health": HealthScreen,
+        "sites": SitesScreen,
     }
     BINDINGS = [
         Binding("1", "switch_mode('dashboard')", "Dash"),
@@ -95,6 +97,7 @@ class PolarisApp(App):
         Binding("5", "switch_mode('sync')", "Sync"),
         Binding("6", "switch_mode('audit')", "Audit", show=False),
         Binding("7", "switch_mode('health')", "Health", show=False),
+        Binding("8", "switch_mode('sites')", "Sites", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

@@ -289,3 +289,38 @@ def summarize_status(connected: bool, connectors: list[tuple[int, str | None]]) 
     if not states:
         return "Unknown"
     return min(states, key=lambda s: STATUS_RANK.get(s, 8))
+
+
+class Site(ApiModel):
+    """A site and its grid limit, with the live load the controller measured."""
+
+    name: str
+    limit_amps: float | None = None
+    limit_kw: float | None = None
+    phases: int = 3
+    margin_amps: float = 0
+    policy: str = "equal"
+    chargers: int | None = None
+    drawn_amps: list[float] | None = None
+    allocated_amps: list[float] | None = None
+    over_since: datetime | None = None
+    controller: str | None = None
+
+
+class SiteSession(ApiModel):
+    """One charging connector's allocation at a site: what it may draw, what it draws."""
+
+    charge_box_id: str
+    connector_id: int
+    circuit: str | None = None
+    limit_amps: float
+    drawn_amps: float | None = None
+    sent_amps: float | None = None
+    answer: str | None = None
+    paused_reason: str | None = None
+
+
+class SiteDetail(ApiModel):
+    site: Site
+    load: dict | None = None
+    sessions: list[SiteSession] = []

@@ -138,23 +138,32 @@ def _camel(answer: dict) -> dict:
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 @pytest.mark.parametrize("connector_id", [0, 1])
 def test_charging_limit_is_a_valid_set_charging_profile_in_each_version(version, connector_id):
-    from polaris.ocpp.charging_profiles import limit_command
+    from polaris.ocpp.charging_limits import STATION_MAX, TX, TX_DEFAULT, Limit, limit_command
     from polaris.ocpp.v16.operations import OPERATIONS as OPERATIONS_16
 
-    operation, payload = limit_command(version, connector_id=connector_id, limit=16, profile_id=3)
     table = OPERATIONS if version == "2.0.1" else OPERATIONS_16
-    table[operation].validate(payload)  # raises InvalidCommand if the schema refuses it
-    purpose = (payload.get("chargingProfile") or payload.get("csChargingProfiles"))["chargingProfilePurpose"]
-    assert purpose == {("2.0.1", 0): "ChargingStationMaxProfile", ("1.6", 0): "ChargePointMaxProfile"}.get(
-        (version, connector_id), "TxDefaultProfile")
+    purposes = {}
+    for kind, tx_ref in ((STATION_MAX, None), (TX_DEFAULT, None), (TX, "tx-abc"), (TX, None)):
+        limit = Limit(kind, 0 if kind == STATION_MAX else connector_id or 1, 16.0, transaction_id=5,
+                      lease_s=600 if kind == STATION_MAX else None, fallback_amps=6.0)
+        operation, payload = limit_command(version, limit, charger_tx_id=tx_ref)
+        table[operation].validate(payload)  # raises InvalidCommand if the schema refuses it
+        profile = payload.get("chargingProfile") or payload.get("csChargingProfiles")
+        purposes[(kind, tx_ref)] = profile["chargingProfilePurpose"]
+    if version == "2.0.1":
+        assert purposes == {(STATION_MAX, None): "ChargingStationMaxProfile", (TX_DEFAULT, None): "TxDefaultProfile",
+                            (TX, "tx-abc"): "TxProfile", (TX, None): "TxDefaultProfile"}
+    else:
+        assert purposes == {(STATION_MAX, None): "ChargePointMaxProfile", (TX_DEFAULT, None): "TxDefaultProfile",
+                            (TX, "tx-abc"): "TxProfile", (TX, None): "TxProfile"}
 
 
 async def test_send_limit_to_a_201_station_is_stored_when_accepted(ocpp, station, conn):
-    from polaris.ocpp.charging_profiles import send_limit
+    from polaris.ocpp.charging_limits import PROFILE_IDS, STATION_MAX, Limit, send_limit
 
-    answer = await send_limit(ocpp.server, "CB-0001", connector_id=0, limit=32, profile_id=11)
-    assert answer == {"status": "Accepted"}
+    answer = await send_limit(ocpp.server, "CB-0001", None, Limit(STATION_MAX, 0, 32.0), requested_by="test")
+    assert answer.accepted, answer
     action, received = station.cp.received[-1]
     assert action == "SetChargingProfile" and received["evse_id"] == 0
     row = await conn.fetchrow("SELECT connector_id, charging_profile_id, purpose FROM ocpp.charging_profiles")
-    assert tuple(row) == (0, 11, "ChargingStationMaxProfile")
+    assert tuple(row) == (0, PROFILE_IDS[STATION_MAX], "ChargingStationMaxProfile")

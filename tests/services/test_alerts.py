@@ -292,3 +292,28 @@ async def test_the_web_process_opens_incidents_in_the_background_and_lists_them(
     items = (await (await api.get("/api/admin/v1/alerts?all=true", headers=operator.headers)).json())["items"]
     assert [i["subject"] for i in items] == ["CB-WEB"] and items[0]["cleared_at"] is not None
     assert (await api.get("/api/admin/v1/alerts")).status == 401
+
+
+async def test_a_site_over_its_grid_limit_for_a_minute_alerts_and_clears(conn, alert_settings):
+    from polaris.db.repos import sites
+
+    await sites.set_site_limits(conn, "Garage", {"limit_amps": 63})
+    site_id = await conn.fetchval("SELECT id FROM ocpp.sites WHERE name = 'Garage'")
+    await sites.save_site_load(conn, site_id, controller="loadmgmt:x", drawn=[70.0, 63.0, 12.0],
+                               allocated=[63.0, 63.0, 12.0], over=True)
+    now = datetime.now(UTC)
+    assert not (await evaluate_once(conn, alert_settings, now=now)).opened  # not a minute yet
+    opened = (await evaluate_once(conn, alert_settings, now=now + 2 * MIN)).opened
+    assert [(r["kind"], r["subject"]) for r in opened] == [("site_over_limit", "Garage")]
+    assert "L1 70.0 A" in opened[0]["detail"]
+    mails = await alert_mails(conn)
+    assert len(mails) == 2 and "Site Garage over its grid limit since" in mails[0]["subject"]
+    # Still over on the next run: no second mail. Under again: cleared, one mail each.
+    await sites.save_site_load(conn, site_id, controller="loadmgmt:x", drawn=[70.0, 63.0, 12.0],
+                               allocated=[63.0, 63.0, 12.0], over=True)
+    assert not (await evaluate_once(conn, alert_settings, now=now + 3 * MIN)).opened
+    await sites.save_site_load(conn, site_id, controller="loadmgmt:x", drawn=[60.0, 60.0, 12.0],
+                               allocated=[63.0, 63.0, 12.0], over=False)
+    cleared = (await evaluate_once(conn, alert_settings, now=now + 4 * MIN)).cleared
+    assert [r["kind"] for r in cleared] == ["site_over_limit"]
+    assert len(await alert_mails(conn)) == 4

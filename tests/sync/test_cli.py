@@ -134,8 +134,8 @@ async def test_worker_runs_on_start_and_stops_on_sigterm(conn, db_dsn, fake_lago
     await add_customer(conn, "wk@example.com", subscription="sub_wk", tag="WK1")
     tx = await add_session(conn, cb, "WK1", energy_wh=3_000)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polaris", "sync",
-        env=_env(db_dsn, fake_lago), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd="/",
+        sys.executable, "-m", "polaris", "sync",  # SYNC_ON_STARTUP is off by default, as in the original
+        env={**_env(db_dsn, fake_lago), "SYNC_ON_STARTUP": "true"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd="/",
     )
     try:
         async with asyncio.timeout(30):

@@ -286,3 +286,38 @@ async def test_health_lists_the_checks(live_web, clock):
         await until(pilot, lambda: table.row_count >= 1)
         names = " ".join(cells(table, 0)).lower()
         assert "database" in names or "postgres" in names
+
+
+async def test_the_site_view_shows_the_limit_the_live_total_per_phase_and_each_sessions_allocation(live_web, clock):
+    from polaris.db.repos import sites
+    from polaris.tui.screens.sites import SitesScreen
+
+    live_web.require("GET", "/api/admin/v1/sites")
+    await live_web.add_chargers(["S-1", "S-2"], site="Garage")
+    async with live_web.pool.acquire() as conn:
+        await sites.set_site_limits(conn, "Garage", {"limit_amps": 40, "phases": 3})
+        site_id = await conn.fetchval("SELECT id FROM ocpp.sites WHERE name = 'Garage'")
+        for cid, amps, answer in (("S-1", 20.0, "Accepted"), ("S-2", 0.0, None)):
+            pk = await conn.fetchval("UPDATE ocpp.charge_boxes SET site_id = $2 WHERE charge_box_id = $1 "
+                                     "RETURNING id", cid, site_id)
+            await sites.save_allocation(conn, charge_box_pk=pk, connector_id=1, site_id=site_id, transaction_id=None,
+                                        limit_amps=amps, phases=3, drawn_amps=19.4 if amps else None,
+                                        paused_reason=None if amps else "no room for 6 A on site L1")
+            if answer:
+                await sites.save_answer(conn, pk, 1, sent_amps=amps, answer=answer)
+        await sites.save_site_load(conn, site_id, controller="loadmgmt:ocpp-1", drawn=[19.4, 19.4, 19.4],
+                                   allocated=[20.0, 20.0, 20.0], over=False)
+    app = await console(live_web, clock)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("8")
+        await until(pilot, lambda: isinstance(app.screen, SitesScreen))
+        screen = app.screen
+        detail = screen.query_one("#site-sessions", DataTable)
+        await until(pilot, lambda: detail.row_count == 2)
+        row = cells(screen.query_one("#sites", DataTable), 0).index("Garage")
+        garage = [str(c) for c in screen.query_one("#sites", DataTable).get_row_at(row)]
+        assert garage[1] == "40 A/phase" and garage[6] == "19.4 / 19.4 / 19.4" and garage[7] == "loadmgmt:ocpp-1"
+        assert cells(detail, 3) == ["20.0 A", "paused"] and cells(detail, 4) == ["19.4 A", "–"]
+        assert cells(detail, 6) == ["Accepted", "–"] and "no room for 6 A" in cells(detail, 7)[1]
+        assert "limit 40 A/phase, 2 session(s), 20.0 A allocated" in text_of(screen, "#site-title")

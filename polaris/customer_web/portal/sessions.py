@@ -17,6 +17,7 @@ from polaris.customer_web.portal.charging import Price, price_for, reason_words,
 from polaris.customer_web.strings import text
 from polaris.db.errors import NotFound
 from polaris.db.repos import customer_portal as repo
+from polaris.db.repos import sites
 from polaris.logs import get_logger
 from polaris.services import appkeys
 from polaris.services.auth import AuthUser
@@ -53,6 +54,19 @@ class SessionOut(BaseModel):
     status: str | None
     status_text: str
     stop_reason: str | None
+    # Set while the site's load management holds the session under its charger's maximum.
+    site_limit_kw: float | None = None
+    site_limit_text: str | None = None
+
+
+def site_limit(running: bool, limit: asyncpg.Record | None) -> tuple[float | None, str | None]:
+    """What the site's load management allows this session now, when it is under the charger's maximum."""
+    if not running or limit is None or limit["limit_amps"] >= limit["max_amps"] - 0.05:
+        return None, None
+    kw = round(limit["limit_amps"] * 230 * limit["phases"] / 1000, 1)
+    if kw == 0:
+        return 0.0, text("site_paused")
+    return kw, text("site_limited", kw=f"{kw:.1f}")
 
 
 def _session_view(row: asyncpg.Record, price: Price, *, now: datetime | None = None) -> SessionOut:
@@ -115,7 +129,10 @@ async def session_view(app: web.Application, user: AuthUser, transaction_id: int
         except NotFound:
             raise PortalError(404, "not_found", "session_not_found") from None
         price = await _customer_price(conn, user.customer_id)
-    return _session_view(row, price)
+        limit = await sites.transaction_limit(conn, transaction_id)
+    view = _session_view(row, price)
+    view.site_limit_kw, view.site_limit_text = site_limit(view.running, limit)
+    return view
 
 
 async def session_chart_points(app: web.Application, user: AuthUser, transaction_id: int) -> list[tuple[datetime, float]]:

@@ -18,6 +18,7 @@ from polaris.services.admin import (
     dashboard,
     id_tags,
     live,
+    sites,
     transactions,
     users,
 )
@@ -36,3 +37,4 @@ def setup(app: web.Application) -> None:
     audit_log.setup(app)
     live.setup(app)
     alerts.setup(app)
+    sites.setup(app)

@@ -17,7 +17,7 @@ from ocpp.v201.enums import Action
 
 from polaris.logs import get_logger
 from polaris.sim.clock import now_iso
-from polaris.sim.smart_charging import ChargingProfile, Period
+from polaris.sim.smart_charging import ChargingProfile, Period, ProfilePurpose
 from polaris.sim.station import Station
 
 log = get_logger(__name__)
@@ -34,8 +34,11 @@ def boot_notification(station: Station, reason: str = "PowerUp") -> call.BootNot
 def neutral_profile(profile: dict) -> ChargingProfile:
     """A 2.0.1 `chargingProfile` (snake_case) in neutral terms: its first schedule."""
     schedule = (profile.get("charging_schedule") or [{}])[0]
+    purpose = profile.get("charging_profile_purpose", "")
+    if purpose == "ChargingStationMaxProfile":  # 2.0.1's name for 1.6's ChargePointMaxProfile
+        purpose = ProfilePurpose.STATION_MAX
     return ChargingProfile(
-        profile_id=profile.get("id", 0), purpose=profile.get("charging_profile_purpose", ""),
+        profile_id=profile.get("id", 0), purpose=purpose,
         stack_level=profile.get("stack_level", 0), rate_unit=schedule.get("charging_rate_unit", "W"),
         periods=tuple(Period(p.get("start_period", 0), float(p.get("limit", 0)), p.get("number_phases"))
                       for p in schedule.get("charging_schedule_period") or []),

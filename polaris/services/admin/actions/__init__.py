@@ -38,6 +38,7 @@ from polaris.services.admin.actions.id_tags import (
     edit_card,
 )
 from polaris.services.admin.actions.permissions import admin_only, check_operation, required_role
+from polaris.services.admin.actions.sites import set_charger_load, set_circuit, set_site
 from polaris.services.admin.actions.transactions import force_close
 from polaris.services.admin.actions.users import add_user, edit_user, set_user_password
 
@@ -47,4 +48,5 @@ __all__ = [
     "edit_customer", "edit_user", "force_close", "invite_customer", "pin_tier", "record", "request_sync",
     "required_role", "retry_refused", "rotate_charger_key", "run_operation", "set_charger_password",
     "set_user_password", "settle_anomaly",
+    "set_charger_load", "set_circuit", "set_site",
 ]
