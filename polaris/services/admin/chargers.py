@@ -9,7 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from polaris.db.repos import charge_boxes, device_model, ocpp_journal
+from polaris.db.repos import charger_admin, device_model, ocpp_journal
 from polaris.services import appkeys
 from polaris.services.admin import actions
 from polaris.services.admin.common import Page, PageQuery, actor_of, decode_cursor, page_of, pool
@@ -166,7 +166,7 @@ async def list_chargers(request: web.Request, call: Call) -> ChargerPage:
     q = call.query
     after = decode_cursor(q.cursor, str)
     async with pool(request).acquire() as conn:
-        rows = await charge_boxes.list_charge_boxes_page(
+        rows = await charger_admin.list_charge_boxes_page(
             conn,
             limit=q.limit + 1,
             after=after[0] if after else None,
@@ -190,7 +190,7 @@ async def list_chargers(request: web.Request, call: Call) -> ChargerPage:
 async def get_charger(request: web.Request, call: Call) -> ChargerDetailOut:
     cid = call.params.charge_box_id
     async with pool(request).acquire() as conn:
-        row = await charge_boxes.get_charge_box_detail(conn, cid)
+        row = await charger_admin.get_charge_box_detail(conn, cid)
         if row is None:
             raise ApiError(404, "not_found", f"no charger {cid}")
         journal = await ocpp_journal.list_journal(conn, cid, limit=50)
@@ -219,7 +219,7 @@ async def add_chargers(request: web.Request, call: Call) -> ChargerPage:
             description=b.description, site_name=b.site_name, site_address=b.site_address,
             security_profile=b.security_profile, public_id=b.public_id,
         )
-        details = [await charge_boxes.get_charge_box_detail(conn, r["charge_box_id"]) for r in rows]
+        details = [await charger_admin.get_charge_box_detail(conn, r["charge_box_id"]) for r in rows]
     return ChargerPage(items=[ChargerOut.model_validate(dict(d)) for d in details])
 
 
@@ -236,7 +236,7 @@ async def edit_charger(request: web.Request, call: Call) -> ChargerOut:
     cid = call.params.charge_box_id
     async with pool(request).acquire() as conn:
         await actions.edit_charger(conn, actor_of(request, call), cid, call.body.model_dump(exclude_unset=True))
-        detail = await charge_boxes.get_charge_box_detail(conn, cid)
+        detail = await charger_admin.get_charge_box_detail(conn, cid)
     return ChargerOut.model_validate(dict(detail))
 
 

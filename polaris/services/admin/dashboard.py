@@ -8,7 +8,7 @@ from datetime import timedelta
 from aiohttp import web
 from pydantic import Field
 
-from polaris.db.repos import charge_boxes, transaction_reports
+from polaris.db.repos import charger_admin, transaction_reports
 from polaris.ops import health as ops_health
 from polaris.services import appkeys
 from polaris.services.admin.billing import SyncStatusOut, sync_status
@@ -70,7 +70,7 @@ async def dashboard(request: web.Request, call: Call) -> DashboardOut:
 async def _compute_dashboard(request: web.Request) -> DashboardOut:
     async with pool(request).acquire() as conn:
         offline_for = timedelta(minutes=request.app[appkeys.SETTINGS].ALERT_CHARGER_OFFLINE_MINUTES)
-        fleet = await charge_boxes.fleet_counts(conn, offline_for)
+        fleet = await charger_admin.fleet_counts(conn, offline_for)
         figures = await transaction_reports.session_figures(conn)
         sync = await sync_status(conn)
         failed_runs = await conn.fetchval(

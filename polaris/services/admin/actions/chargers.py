@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from polaris.config import Settings
-from polaris.db.repos import charge_boxes, ocpp_journal
+from polaris.db.repos import charge_boxes, charger_admin, ocpp_journal
 from polaris.keys import check_charger_key
 from polaris.redaction import redact
 from polaris.services.admin.actions import ocpp_versions
@@ -50,7 +50,7 @@ async def edit_charger(conn: asyncpg.Connection, actor: Actor, charge_box_id: st
     anything changed."""
     refuse_nulls(changes, "active", "registration_status", "security_profile")
     async with conn.transaction():
-        before, after = await charge_boxes.update_charge_box(conn, charge_box_id, changes)
+        before, after = await charger_admin.update_charge_box(conn, charge_box_id, changes)
         b, a = changed(before, after)
         if a:
             await record(conn, actor, "charger.edit", "charger", charge_box_id, before=b, after=a)
@@ -118,7 +118,7 @@ async def rotate_charger_key(
     if problem:
         raise ApiError(400, "invalid_input", problem)
     async with pool.acquire() as conn:
-        charger = await charge_boxes.get_charge_box_detail(conn, charge_box_id)
+        charger = await charger_admin.get_charge_box_detail(conn, charge_box_id)
     if charger is None:
         raise ApiError(404, "not_found", f"no charger {charge_box_id}")
     operation, fields = key_operation(charger["ocpp_protocol"], password)
@@ -171,7 +171,7 @@ async def run_operation(
     fields = {k: v for k, v in fields.items() if k != "chargeBoxId"}
     check_operation(actor.role, operation, fields)
     async with pool.acquire() as conn:
-        charger = await charge_boxes.get_charge_box_detail(conn, charge_box_id)
+        charger = await charger_admin.get_charge_box_detail(conn, charge_box_id)
         if charger is None:
             raise ApiError(404, "not_found", f"no charger {charge_box_id}")
         # A 1.6-named action for a 2.0.1 charger is sent as its 2.0.1 message (ocpp_versions.py).

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from polaris.db.repos import charge_boxes, customers, id_tags
+from polaris.db.repos import charger_admin, customers, id_tags
 from polaris.logs import get_logger
 from polaris.services.admin.actions.base import Actor, changed, record, refuse_nulls
 from polaris.services.command_client import CommandClient
@@ -65,7 +65,7 @@ async def edit_card(conn: asyncpg.Connection, actor: Actor, id_tag: str, changes
             action = "id_tag.block" if a.get("blocked") is True else "id_tag.edit"
             await record(conn, actor, action, "id_tag", after["id_tag"], before=b, after=a)
         newly_blocked = after["blocked"] and not before["blocked"]
-        chargers = await charge_boxes.charge_boxes_seen_with_tag(conn, after["id_tag"]) if newly_blocked else []
+        chargers = await charger_admin.charge_boxes_seen_with_tag(conn, after["id_tag"]) if newly_blocked else []
     return CardEdit(card=after, to_clear=list(chargers))
 
 
