@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from polaris.customer_web import portal
-from polaris.services import appkeys, expresscan
+from polaris.services import appkeys, expresscan_openapi
 from polaris.services.auth.middleware import require_user
 from polaris.services.auth.views import client_ip
 from polaris.services.live import jsonable
@@ -426,7 +426,7 @@ def customer_openapi(app: web.Application) -> dict[str, Any]:
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       "401": _error_response("Not signed in")}}}
     # The original product's iOS app API (its own paths and bodies), over the same services.
-    expresscan.add_to_document(doc)
+    expresscan_openapi.add_to_document(doc)
     return doc
 
 
