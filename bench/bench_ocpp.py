@@ -49,6 +49,9 @@ sys.path.insert(0, str(ROOT))
 from benchdb import create_database, drop_database  # noqa: E402
 
 CHARGER_KEY = "bench-charger-key-0123456789"
+# The local address a load worker's connections leave from (--source-address): one address has
+# only ~28,000 ephemeral ports towards one server port, so 38,000 chargers need two.
+SOURCE_ADDRESS: str | None = None
 ID_TAG = "BENCHTAG0001"
 HEARTBEAT_PERIOD = 300.0
 METER_PERIOD = 60.0
@@ -130,6 +133,7 @@ class LeanCharger:
             open_timeout=120,
             ping_interval=None,
             proxy=None,
+            **_source(),
             max_queue=4,
         )
         boot = await self.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Lean"})
@@ -185,7 +189,7 @@ class LeanCharger201(LeanCharger):
         token = base64.b64encode(f"{self.id}:{password}".encode()).decode()
         self.ws = await connect(self.url, subprotocols=["ocpp2.0.1"],
                                 additional_headers=[("Authorization", f"Basic {token}")], compression=None,
-                                open_timeout=120, ping_interval=None, proxy=None, max_queue=4)
+                                open_timeout=120, ping_interval=None, proxy=None, max_queue=4, **_source())
         boot = await self.call("BootNotification", {"chargingStation": {"vendorName": "Bench", "model": "Lean"},
                                                     "reason": "PowerUp"})
         if boot.get("status") != "Accepted":
@@ -264,6 +268,8 @@ async def _saturate(chargers: list[LeanCharger], seconds: float) -> dict:
 
 
 async def worker_main(args: argparse.Namespace) -> None:
+    global SOURCE_ADDRESS
+    SOURCE_ADDRESS = args.source_address
     raise_nofile()
     # A mixed fleet: every second charger (even k) speaks OCPP 2.0.1.
     chargers = [(LeanCharger201 if args.mixed and k % 2 == 0 else LeanCharger)(f"{args.prefix}{k:05d}", args.url)
@@ -317,19 +323,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _source() -> dict:
+    return {"local_addr": (SOURCE_ADDRESS, 0)} if SOURCE_ADDRESS else {}
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (`polaris ocpp --workers N` is a parent and N workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
 def rss_kib(pid: int) -> int:
+    """VmRSS of the process and its children, summed."""
     path = Path(f"/proc/{pid}/status")
     if not path.exists():
         raise RuntimeError(f"the server process {pid} is gone (it exited or was killed); see its log")
-    for line in path.read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of the process and its children, summed."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def wait_port(port: int, proc: asyncio.subprocess.Process, within: float = 60) -> None:
@@ -361,14 +400,16 @@ class Worker:
         return json.loads(line)
 
 
-async def start_workers(url: str, n: int, per_worker: int, prefix: str, mixed: bool = False) -> list[Worker]:
+async def start_workers(url: str, n: int, per_worker: int, prefix: str, mixed: bool = False,
+                        sources: list[str] | None = None) -> list[Worker]:
     workers = []
     for i in range(math.ceil(n / per_worker)):
         first = 1 + i * per_worker
         count = min(per_worker, n - i * per_worker)
+        source = ["--source-address", sources[i % len(sources)]] if sources else []
         proc = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--worker", "--url", url, "--first", str(first), "--count", str(count),
-            "--prefix", prefix, "--password", CHARGER_KEY, *(["--mixed"] if mixed else []),
+            "--prefix", prefix, "--password", CHARGER_KEY, *(["--mixed"] if mixed else []), *source,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         workers.append(Worker(proc))
@@ -414,7 +455,8 @@ async def drive(name: str, server: asyncio.subprocess.Process, url: str, args: a
     await asyncio.sleep(1.0)  # settle after start-up imports and pool warm-up
     res.rss_before_kib = rss_kib(server.pid)
     t0 = time.monotonic()
-    workers = await start_workers(url, args.chargers, args.per_worker, args.prefix, args.mixed)
+    sources = [a.strip() for a in args.source_addresses.split(",") if a.strip()] if args.source_addresses else None
+    workers = await start_workers(url, args.chargers, args.per_worker, args.prefix, args.mixed, sources)
     try:
         for r in await all_workers(workers, None):
             res.connected += r["ok"]
@@ -610,6 +652,8 @@ async def bench_polaris(args: argparse.Namespace) -> Result:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = log_path.open("wb")
     argv = ["ocpp", "--host", "127.0.0.1", "--port", str(port), "--api-port", str(api_port)]
+    if args.polaris_workers > 1:  # processes sharing the ports (SO_REUSEPORT); figures sum them
+        argv += ["--workers", str(args.polaris_workers)]
     # CPU time, not wall time: on a busy machine wall time mostly measures waiting for a core.
     if args.profile:
         launcher = ["-c", PROFILED_SERVER, args.profile, *argv]
@@ -764,6 +808,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(the library validates in a thread pool by default, which the GIL makes slow)",
     )
     # internal: a load worker process
+    p.add_argument("--polaris-workers", type=int, default=1,
+                   help="run our server as `polaris ocpp --workers N` (memory and CPU are summed over them)")
+    p.add_argument("--source-addresses", metavar="A,B",
+                   help="local addresses the load workers connect from, one per worker in turn "
+                        "(e.g. 127.0.0.1,127.0.0.2: one address has ~28,000 ports towards one server port)")
+    p.add_argument("--source-address", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--first", type=int, default=1, help=argparse.SUPPRESS)
