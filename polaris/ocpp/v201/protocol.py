@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 
-import jsonschema_rs
 from jsonschema.exceptions import ValidationError as SchemaError
 from ocpp.exceptions import (
     FormatViolationError,
@@ -34,6 +33,8 @@ from ocpp.messages import Call, CallError, CallResult, MessageType, get_validato
 from ocpp.v201.enums import Action
 
 from polaris.ocpp.errors import FrameError, MessageTypeNotSupportedError, RpcFrameworkError
+from polaris.ocpp.schema_check import check_call
+from polaris.ocpp.schema_check import where as schema_where
 
 VERSION = "2.0.1"
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
@@ -100,56 +101,11 @@ def validate_call(msg: Call) -> list[str]:
 
     Returns the tolerated deviations (for a log line).
     """
-    validator = get_validator(MessageType.Call, msg.action, VERSION)
-    if _fast_validator(msg.action, validator.schema)(msg.payload):
-        return []
-    tolerated: list[str] = []
-    for err in sorted(validator.iter_errors(msg.payload), key=_severity):
-        if _tolerated(err):
-            tolerated.append(f"{_where(err)}: {err.validator}")
-            continue
-        raise _to_ocpp_error(err)
-    return tolerated
-
-
-_FAST: dict[str, object] = {}
-
-
-def _fast_validator(action: str, schema: dict):
-    """A compiled (Rust) check of the same schema: only "valid or not"; the rest as above."""
-    check = _FAST.get(action)
-    if check is None:
-        compiled = jsonschema_rs.Draft4Validator(schema)  # as the library validates
-
-        def check(payload: object) -> bool:
-            try:
-                return compiled.is_valid(payload)
-            except (ValueError, RecursionError):
-                return False
-
-        _FAST[action] = check
-    return check
-
-
-def _severity(err: SchemaError) -> int:
-    order = {"required": 0, "type": 1, "minItems": 2, "maxItems": 2}
-    return order.get(str(err.validator), 3)
-
-
-def _tolerated(err: SchemaError) -> bool:
-    if err.validator in ("additionalProperties", "maxLength", "format"):
-        return True
-    if err.validator == "enum":
-        return any(p in _TOLERATED_ENUM_PATHS for p in err.absolute_path if isinstance(p, str))
-    return False
-
-
-def _where(err: SchemaError) -> str:
-    return "/".join(str(p) for p in err.absolute_path) or "payload"
+    return check_call(msg, VERSION, _TOLERATED_ENUM_PATHS, _to_ocpp_error)
 
 
 def _to_ocpp_error(err: SchemaError) -> OCPPError:
-    where = _where(err)
+    where = schema_where(err)
     details = {"field": where}
     text = f"{where}: {err.message}"
     if err.validator in ("required", "minItems", "maxItems"):
