@@ -18,107 +18,11 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from polaris.forwarded import Network, trusted_networks
-
-# What each setting is for, in the operator's words; used in error messages and the README.
-PURPOSE: dict[str, str] = {
-    "DATABASE_URL": "the Postgres server every process uses (postgresql://user:pass@host:5432/db)",
-    "AUTH_SECRET": "signs sessions and tokens (generate with `openssl rand -hex 32`)",
-    "COOKIE_DOMAIN": "the session cookie's domain, shared by the admin and customer hosts (e.g. .example.com)",
-    "ADMIN_BASE_URL": "the admin site's public URL (e.g. https://manage.example.com)",
-    "CUSTOMER_BASE_URL": "the customer portal's public URL (e.g. https://polaris.example.com; the original's AUTH_URL is read too)",
-    "LAGO_API_URL": "Lago's API base URL (https://api.getlago.com, or your self-hosted Lago's API); /api/v1 is appended, and a URL copied with /api/v1 already on it works too",
-    "LAGO_API_KEY": "Lago API key from Lago's developer settings",
-    "LAGO_DASHBOARD_URL": "where admin 'open in Lago' links point",
-    "LAGO_METRIC_CODE": "code of the Lago billable metric that counts kWh",
-    "LAGO_WEBHOOK_HMAC_KEY": "the organization's HMAC key from Lago (Developers > API keys): checks webhooks signed with HMAC (optional; JWT-signed ones need none)",
-    "CF_EMAIL_WORKER_URL": "URL of the email worker (mail stays in the outbox when unset)",
-    "CF_EMAIL_WORKER_SECRET": "shared HMAC secret for the email worker",
-    "EMAIL_FROM": "sender of customer mail, e.g. Polaris Express <noreply@example.com> (must be one the email worker allows; required for mail with https URLs)",
-    "EMAIL_FROM_ADMIN": "sender of operator mail (admin password resets, operator alerts); falls back to EMAIL_FROM (the original's name and meaning)",
-    "EMAIL_OPTIONAL_CATEGORIES": "comma-separated mail the original never sent, turned on here: welcome, account-inactive, account-reactivated (default none)",
-    "ADMIN_OIDC_ISSUER": "OIDC issuer URL for admin single sign-on (optional)",
-    "ADMIN_OIDC_CLIENT_ID": "OIDC client id for admin sign-on",
-    "ADMIN_OIDC_CLIENT_SECRET": "OIDC client secret for admin sign-on",
-    "ADMIN_OIDC_ADMIN_GROUP": "OIDC group whose members are admins (others are operators)",
-    "ADMIN_OIDC_ALLOWED_GROUPS": "comma-separated OIDC groups whose members get an account at first sign-in (default none: an admin invites)",
-    "ADMIN_OIDC_ALLOWED_DOMAINS": "comma-separated email domains whose verified addresses get an account at first OIDC sign-in (default none)",
-    "TRUSTED_PROXIES": "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is believed (default: the compose network's Caddy)",
-    "WEB_METRICS_PORT": "port of the web process's internal /metrics listener (never the public one)",
-    "METRICS_TOKEN": "bearer token /metrics asks for on the web and OCPP internal listeners (optional)",
-    "APNS_KEY_ID": "APNs key id (iOS push, optional)",
-    "APNS_TEAM_ID": "Apple developer team id (iOS push)",
-    "APNS_KEY_BASE64": "APNs .p8 key, base64-encoded (iOS push)",
-    "APNS_TOPIC": "the iOS app's bundle id (iOS push)",
-    "APNS_USE_SANDBOX": "send pushes to Apple's sandbox (development builds)",
-    "STEVE_PREAUTH_HMAC_KEY": "HMAC key signing the OCPP server's pre-authorize hook",
-    "STEVE_METERVALUE_HMAC_KEY": "HMAC key signing the meter-values hook (falls back to the pre-authorize key)",
-    "STEVE_API_USERNAME": "user name of the OCPP server's command API",
-    "STEVE_API_KEY": "password of the OCPP server's command API",
-    "STEVE_BASE_URL": "where the web process finds the OCPP server's command API (base + /api; the original's http://host:port/steve works too)",
-    "WEB_INTERNAL_URL": "where the OCPP server finds the web process's hooks",
-    "WEB_PORT": "HTTP port of `polaris web` (the original's PORT is read too)",
-    "OCPP_PORT": "WebSocket port chargers connect to",
-    "OCPP_API_PORT": "HTTP port of the OCPP command API",
-    "OCPP_TLS_CERT": "PEM certificate for WSS terminated by the OCPP server itself (optional)",
-    "OCPP_TLS_KEY": "PEM private key for OCPP_TLS_CERT",
-    "OCPP_UNKNOWN_CHARGERS": "what to do with unknown charge box ids: reject (404, as SteVe), pending (register for an operator to accept), or accepted (register and admit, SteVe's auto-registration)",
-    "OCPP_HEARTBEAT_INTERVAL": "heartbeat interval (seconds) sent to chargers in BootNotification",
-    "OCPP_STUCK_TRANSACTION_HOURS": "hours without a message after which an open transaction is flagged as stuck",
-    # charger admission (security profiles and limits; docs/security.md#charger-admission)
-    "OCPP_PROFILE0_PATHS": "comma-separated URL path prefixes where chargers with security profile 0 (no password) are admitted by id alone",
-    "OCPP_AUTH_FAILURES_BEFORE_BACKOFF": "failed charger credentials per charge box id or client address before a doubling back-off (401 without a database look-up)",
-    "OCPP_AUTH_BACKOFF_MAX_SECONDS": "longest back-off after failed charger credentials",
-    "OCPP_UNKNOWN_ID_CACHE_SECONDS": "how long an unknown charge box id is answered 404 without a database look-up",
-    "OCPP_MAX_CONNECTIONS_PER_ADDRESS": "open charger connections allowed from one client address",
-    "OCPP_MAX_MESSAGES_PER_SECOND": "messages per second one charger may send (bursts of 5 seconds' worth); over it: CALLERROR",
-    # site load management (docs/load-management.md)
-    "LOADMGMT_ENABLED": "run the site load-management controller in the OCPP server (sites with a grid limit)",
-    "LOADMGMT_INTERVAL_SECONDS": "seconds between the controller's periodic recomputations (it also runs on session start/stop and meter values)",
-    "LOADMGMT_SETTLE_SECONDS": "seconds the controller waits after a session or meter-value change, so a burst is handled in one run",
-    "LOADMGMT_THRESHOLD_AMPS": "a raised limit is sent only when it grows by more than this (A); lowered limits are always sent",
-    "LOADMGMT_FAILSAFE_LEASE_SECONDS": "a charger that hears nothing from the controller for this long falls back to its safe share of the site (ChargePointMaxProfile)",
-    "LOADMGMT_RETRY_SECONDS": "seconds before a profile a charger refused is offered again",
-    "SYNC_ON_STARTUP": "run a billing sync as soon as the sync worker starts (default false, as in the original)",
-    "SYNC_LOOKBACK_MINUTES": "how far back every billing sync pass looks for sessions it has not seen (older ones: `polaris sync backfill`)",
-    "SYNC_DORMANT_THRESHOLD_DAYS": "days without activity before the sync cadence goes Dormant",
-    "SYNC_IDLE_HYSTERESIS_TICKS": "idle ticks before the cadence is demoted from Active to Idle",
-    "SYNC_CRON_SCHEDULE": "fixed cron schedule for the sync worker, overriding the adaptive cadence",
-    "ALERT_EMAILS": "comma-separated addresses that get operator alerts (charger offline or faulted, sync failing, outbox stuck); none: alerts are only logged",
-    "ALERT_CHARGER_OFFLINE_MINUTES": "minutes a charger may be offline or faulted before operators are alerted",
-    "ALERT_SYNC_FAILURES": "consecutive failed billing sync runs before operators are alerted",
-    "ALERT_OUTBOX_STUCK_MINUTES": "minutes the oldest undelivered email may wait before operators are alerted (also `polaris health`'s backlog warning)",
-    "ALERT_UNBILLABLE_SESSIONS": "sessions held back from billing (no customer, no subscription, an anomaly) before `polaris health` warns",
-    "ALERT_UNSENT_USAGE_MINUTES": "minutes a usage event may wait for delivery to Lago before `polaris health` warns",
-    "ALERT_SITE_OVER_LIMIT_MINUTES": "minutes a site may draw over its grid limit (a charger ignoring its profile) before operators are alerted",
-    "SSE_TRANSPORT": "how live events reach web instances: memory (one instance; the default, as in the original) or postgres (several)",
-    "LOG_LEVEL": "log verbosity: DEBUG, INFO, WARNING or ERROR (the original's DEBUG_LEVEL is read too; WARN means WARNING)",
-    "LOG_FORMAT": "log line format on stderr: json, console, or auto (console on a terminal)",
-    "POLARIS_DATA_DIR": "where local mode keeps the embedded Postgres and generated secrets",
-    "POLARIS_LOCAL_LAGO_PORT": "port of the local Lago stand-in `polaris up` runs when LAGO_API_KEY is unset",
-    # the original product's names (docs/migrating-from-expressync.md)
-    "OPERATOR_CONTACT_EMAIL": "address customers are told to write to (an inactive account, error pages) and the Reply-To of customer mail (optional)",
-    "MAGIC_LINK_TTL_SECONDS": "how long a sign-in link works, in seconds",
-    "MAGIC_LINK_INVITE_TTL_SECONDS": "how long an invitation link works, in seconds",
-    "ADMIN_PASSWORD_RESET_TTL_SECONDS": "how long an admin password-reset link works, in seconds",
-    "CUSTOMER_SESSION_TTL_SECONDS": "a customer session ends after this many idle seconds (admins and operators keep 8 hours)",
-    "SSE_MAX_PENDING_PER_CLIENT": "live events queued for one slow browser before it is cut off (it reconnects and replays)",
-    "CHARGING_POLICY": "which cards may charge: open (any known, unblocked card, as the original) or subscription (also needs an active customer with a Lago subscription)",
-}
-
-# Names of the original product's .env read here under our own names (ours win when both are set).
-ORIGINAL_ALIASES: dict[str, str] = {
-    "PORT": "WEB_PORT",
-    "DEBUG_LEVEL": "LOG_LEVEL",
-    "AUTH_URL": "CUSTOMER_BASE_URL",
-}
-# Names of the original's .env that mean nothing here, and why: one log line each at start.
-ORIGINAL_UNUSED: dict[str, str] = {
-    "DENO_ENV": "the original's runtime mode; production here is https URLs (ADMIN_BASE_URL, CUSTOMER_BASE_URL)",
-    "DOCKER_SOCKET_PATH": "the original streamed SteVe's container logs for card detection; the OCPP server here reports cards itself",
-    "STEVE_CONTAINER_NAME": "the original streamed SteVe's container logs for card detection; the OCPP server here reports cards itself",
-    "MAPTILER_KEY": "the original's map tiles; the admin and portal here show no map",
-    "STEVE_API_URL": "derived here from STEVE_BASE_URL (base + /api), as in the original's later versions",
-}
+from polaris.settings_doc import (  # what each setting is for (re-exported)
+    ORIGINAL_ALIASES,
+    ORIGINAL_UNUSED,
+    PURPOSE,
+)
 
 SECRET_MIN_LENGTH = 32
 SECRET_SETTINGS = (
